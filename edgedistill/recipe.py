@@ -1,0 +1,250 @@
+"""Typed recipes: YAML validated into pydantic models, with clear errors and ``--set`` overrides."""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from edgedistill.errors import RecipeError
+
+# Artifact kinds flowing between stages.
+SENTENCE_TRANSFORMER = "sentence-transformer"
+ONNX = "onnx"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StudentConfig(_Strict):
+    """How the student is built before training."""
+
+    init: str = Field(description="Model to initialise from: local path, catalog name or hub id.")
+    layers: list[int] | None = Field(
+        default=None, description="Transformer layers to keep (0-based); null keeps all. Keep the last layer."
+    )
+    projection: Literal["ridge", "random", "none"] = Field(
+        default="ridge",
+        description="When student and teacher dimensions differ: a Dense layer fitted by ridge regression "
+        "on teacher embeddings, a random one, or none (then the teacher must have the student's dimension).",
+    )
+    ridge_lambda: float = Field(default=1e-2, gt=0)
+    ridge_sentences: int = Field(default=4000, gt=0, description="Training sentences used to fit the projection.")
+
+    @field_validator("layers")
+    @classmethod
+    def _layers_sorted_unique(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None:
+            if not v:
+                raise ValueError("keep at least one layer, e.g. [0, 3, 5]")
+            if sorted(set(v)) != v or min(v) < 0:
+                raise ValueError(f"layers must be distinct, ascending and >= 0, e.g. [0, 3, 5]; got {v}")
+        return v
+
+
+class DistillStage(_Strict):
+    """Train a student to reproduce the teacher's embeddings (MSE)."""
+
+    type: Literal["distill"]
+    student: StudentConfig
+    train_sentences: int = Field(default=20000, gt=0, description="Sentences drawn from data.train.")
+    epochs: float = Field(default=1.0, gt=0)
+    batch_size: int = Field(default=64, gt=0)
+    learning_rate: float = Field(default=1e-4, gt=0)
+    warmup_ratio: float = Field(default=0.1, ge=0, lt=1)
+    max_seq_length: int = Field(default=128, gt=0)
+    teacher_batch_size: int = Field(default=64, gt=0)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+class ExportStage(_Strict):
+    """Export the student to one ONNX graph and check it numerically against PyTorch."""
+
+    type: Literal["export"]
+    opset: int = Field(default=18, ge=14, le=21)
+    exporter: Literal["dynamo", "torchscript"] = "dynamo"
+    max_abs_diff: float = Field(default=1e-4, gt=0, description="Gate: largest allowed |onnx - torch|.")
+    min_cosine: float = Field(default=0.9999, gt=0, le=1, description="Gate: smallest allowed cosine(onnx, torch).")
+    check_sentences: int = Field(default=64, gt=0)
+
+
+class QuantizeStage(_Strict):
+    """INT8 quantization with a quality gate against the fp32 input."""
+
+    type: Literal["quantize"]
+    method: Literal["dynamic"] = "dynamic"
+    op_types: list[str] = Field(default_factory=lambda: ["MatMul"])
+    per_channel: bool = False
+    reduce_range: bool = False
+    exclude_nodes: list[str] = Field(default_factory=list, description="Node names kept in fp32.")
+    max_drop: float = Field(
+        default=0.01, ge=0, lt=1, description="Largest allowed relative drop of STS-b Spearman vs the fp32 input."
+    )
+    on_fail: Literal["error", "warn"] = "error"
+
+
+class ProfileStage(_Strict):
+    """Measure latency, throughput and size of an ONNX artifact on this CPU."""
+
+    type: Literal["profile"]
+    sentences: int = Field(default=200, gt=0, description="Real sentences timed one by one (batch 1).")
+    warmup: int = Field(default=20, ge=0)
+    batch_size: int = Field(default=32, gt=0)
+    threads: int = Field(default=0, ge=0, description="onnxruntime intra-op threads; 0 = all cores.")
+
+
+StageConfig = Annotated[
+    Union[DistillStage, ExportStage, QuantizeStage, ProfileStage], Field(discriminator="type")
+]
+
+# What each stage consumes and produces; "same" passes its input through.
+STAGE_IO: dict[str, tuple[str, str]] = {
+    "distill": ("teacher", SENTENCE_TRANSFORMER),
+    "export": (SENTENCE_TRANSFORMER, ONNX),
+    "quantize": (ONNX, ONNX),
+    "profile": (ONNX, ONNX),
+}
+
+
+class DataConfig(_Strict):
+    train: str = Field(description="Unlabelled sentences: a .txt file (one per line), a folder with "
+                       "sentences.txt, or a catalog name such as snli-sentences.")
+    seed: int = 0
+
+
+class EvaluationConfig(_Strict):
+    sts: str | None = Field(default="stsb", description="STS-benchmark folder or catalog name; null to skip.")
+    sts_split: Literal["train", "dev", "test"] = "test"
+    heldout: str | None = Field(
+        default="snli-heldout", description="Sentences never trained on, for agreement with the teacher."
+    )
+    heldout_sentences: int = Field(default=1000, gt=0)
+    latency_sentences: int = Field(default=100, gt=0, description="Batch-1 latency sample per artifact.")
+    batch_size: int = Field(default=64, gt=0)
+
+
+class Recipe(_Strict):
+    """A whole run: teacher, data, evaluation and an ordered list of stages."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    description: str = ""
+    teacher: str
+    data: DataConfig
+    evaluation: EvaluationConfig = EvaluationConfig()
+    stages: list[StageConfig] = Field(min_length=1)
+    threads: int = Field(default=0, ge=0, description="torch CPU threads; 0 = all cores.")
+
+    @model_validator(mode="after")
+    def _stage_order(self) -> Recipe:
+        current = "teacher"
+        for i, stage in enumerate(self.stages):
+            needs, makes = STAGE_IO[stage.type]
+            if needs != current:
+                raise ValueError(
+                    f"stages: stages.{i} ({stage.type}) needs a {needs} input but the previous stage gives a {current}; "
+                    f"order stages as distill -> export -> quantize -> profile"
+                )
+            current = makes
+        return self
+
+
+def _format_validation_error(err: ValidationError, source: str) -> str:
+    lines = [f"{source}: invalid recipe ({err.error_count()} problem{'s' if err.error_count() > 1 else ''})"]
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"] if not (isinstance(p, str) and p in _STAGE_TYPES))
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            field = str(e["loc"][-1])
+            allowed = _allowed_fields(e["loc"][:-1])
+            close = difflib.get_close_matches(field, allowed, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            msg = f"unknown key '{field}'{hint} Allowed here: {', '.join(sorted(allowed))}"
+        elif e["type"] == "missing":
+            msg = "required field is missing"
+        elif e["type"] == "union_tag_invalid":
+            msg = f"unknown stage type {e.get('input', {}).get('type')!r}; expected one of {sorted(STAGE_IO)}"
+        elif e["type"] != "value_error" and not isinstance(e.get("input"), (dict, list)):
+            msg = f"{msg} (got {e.get('input')!r})"
+        lines.append(f"  - {loc}: {msg}" if loc else f"  - {msg}")
+    lines.append("Fix the recipe (or the --set override) and run `edgedistill validate RECIPE` to check it.")
+    return "\n".join(lines)
+
+
+_STAGE_TYPES = set(STAGE_IO)
+_STAGE_MODELS = {"distill": DistillStage, "export": ExportStage, "quantize": QuantizeStage, "profile": ProfileStage}
+
+
+def _allowed_fields(loc: tuple) -> list[str]:
+    """Field names allowed at a location, for 'did you mean' hints."""
+    model: type[BaseModel] | None = Recipe
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if part in _STAGE_MODELS:
+            model = _STAGE_MODELS[part]
+            continue
+        if model is None:
+            return []
+        field = model.model_fields.get(part)
+        if field is None:
+            return []
+        ann = field.annotation
+        model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+        if part == "stages":
+            model = None
+    return list(model.model_fields) if model else []
+
+
+def apply_override(data: dict[str, Any], assignment: str) -> None:
+    """Apply ``a.b.0.c=value`` (value parsed as YAML) to a nested dict/list in place."""
+    if "=" not in assignment:
+        raise RecipeError(f"--set {assignment!r}: expected KEY=VALUE, e.g. --set stages.0.epochs=1")
+    key, raw = assignment.split("=", 1)
+    value = yaml.safe_load(raw) if raw else ""
+    parts = key.strip().split(".")
+    node: Any = data
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        where = ".".join(parts[: i + 1])
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise RecipeError(f"--set {key}: '{where}' is not an index of a list of {len(node)} items")
+            if last:
+                node[int(part)] = value
+            else:
+                node = node[int(part)]
+        elif isinstance(node, dict):
+            if last:
+                node[part] = value
+            else:
+                node = node.setdefault(part, {})
+        else:
+            raise RecipeError(f"--set {key}: '{'.'.join(parts[:i])}' is a value, not a section")
+
+
+def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
+    """Read, override and validate a recipe; raise RecipeError with a readable message on any problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"{path}: no such recipe file. List the shipped ones with `edgedistill recipes`.")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise RecipeError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise RecipeError(f"{path}: expected a mapping with name, teacher, data and stages at the top level")
+    for assignment in overrides:
+        apply_override(data, assignment)
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as e:
+        raise RecipeError(_format_validation_error(e, str(path))) from None
+
+
+def shipped_recipes_dir() -> Path:
+    """The recipes/ folder of a source checkout (the shipped recipes)."""
+    return Path(__file__).resolve().parent.parent / "recipes"

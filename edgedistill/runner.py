@@ -1,0 +1,294 @@
+"""Run a recipe's stages in order: content-keyed atomic stage folders, resume, evaluation of every artifact."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from edgedistill import stages
+from edgedistill.assets import cache_dir, resolve
+from edgedistill.data import fingerprint, load_sentences, load_sts, sample
+from edgedistill.encoders import load_encoder
+from edgedistill.evaluate import EvalSet, Evaluator
+from edgedistill.recipe import Recipe
+
+log = logging.getLogger(__name__)
+
+TEACHER_RECORD = "teacher.json"
+
+
+def content_key(*parts: Any) -> str:
+    """Short stable hash of JSON-serialisable parts."""
+    blob = json.dumps(parts, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON so a reader never sees a half-written file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """What a stage hands to the next: a kind, a folder and the content key that produced it."""
+
+    kind: str
+    path: Path
+    key: str
+
+
+@dataclass
+class StageContext:
+    """Everything a stage may use besides its own config."""
+
+    recipe: Recipe
+    index: int
+    teacher: Path
+    input: Artifact
+    work_dir: Path
+    device: str
+    input_evaluation: dict[str, float]
+    _evaluator: Callable[[], Evaluator]
+
+    @property
+    def artifact_dir(self) -> Path:
+        """Where the stage writes its output artifact."""
+        return self.work_dir / "artifact"
+
+    @property
+    def evaluator(self) -> Evaluator:
+        return self._evaluator()
+
+
+@dataclass
+class StageResult:
+    """A stage's own metrics; ``passthrough`` stages (profile) hand their input on unchanged."""
+
+    metrics: dict[str, Any] = field(default_factory=dict)
+    passthrough: bool = False
+
+
+@dataclass
+class StageRecord:
+    """A finished stage as read back from its folder."""
+
+    index: int
+    type: str
+    key: str
+    dir: Path
+    artifact: Artifact
+    config: dict[str, Any]
+    metrics: dict[str, Any]
+    evaluation: dict[str, float]
+    timings: dict[str, float]
+    reused: bool = False
+
+
+def pick_device(requested: str = "auto") -> str:
+    """CUDA when asked for or available (auto), else CPU."""
+    if requested != "auto":
+        return requested
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class Runner:
+    """Runs one recipe into ``runs_dir/<recipe name>/``."""
+
+    def __init__(self, recipe: Recipe, runs_dir: Path | str = "runs") -> None:
+        self.recipe = recipe
+        self.run_dir = Path(runs_dir) / recipe.name
+        self._evaluator: Evaluator | None = None
+        self._eval_set: EvalSet | None = None
+        self.teacher_path: Path | None = None
+
+    # -- keys -------------------------------------------------------------------------------
+    def root_key(self) -> str:
+        r = self.recipe
+        return content_key("root", r.teacher, r.data.model_dump())
+
+    def eval_key(self) -> str:
+        return content_key("eval", self.recipe.evaluation.model_dump())
+
+    # -- evaluation ---------------------------------------------------------------------------
+    def eval_set(self) -> EvalSet:
+        if self._eval_set is None:
+            ev = self.recipe.evaluation
+            sts = load_sts(ev.sts, ev.sts_split) if ev.sts else None
+            heldout = sample(load_sentences(ev.heldout), ev.heldout_sentences, seed=0) if ev.heldout else []
+            latency_pool = heldout or (sts.first if sts else [])
+            self._eval_set = EvalSet(
+                sts=sts,
+                heldout=heldout,
+                latency_sentences=sample(latency_pool, ev.latency_sentences, seed=1),
+                batch_size=ev.batch_size,
+            )
+        return self._eval_set
+
+    def teacher_evaluation(self) -> tuple[dict[str, float], np.ndarray | None]:
+        """Teacher metrics and held-out embeddings, cached across runs under a content key."""
+        data = self.eval_set()
+        key = content_key("teacher-eval", self.recipe.teacher, str(self.teacher_path), self.eval_key(),
+                          fingerprint(data.heldout), pick_device())
+        folder = cache_dir() / "teacher-eval" / key
+        if (folder / "metrics.json").is_file():
+            log.info("teacher evaluation: cached (%s)", folder)
+            metrics = json.loads((folder / "metrics.json").read_text())
+            heldout = np.load(folder / "heldout.npy") if (folder / "heldout.npy").is_file() else None
+            return metrics, heldout
+        log.info("evaluating the teacher once (cached afterwards)")
+        encoder = load_encoder("teacher", self.teacher_path, device=pick_device())
+        heldout = encoder.encode(data.heldout, batch_size=data.batch_size) if data.heldout else None
+        metrics = Evaluator(data, heldout).evaluate(encoder)
+        metrics["params"] = float(sum(p.numel() for p in encoder.model.parameters()))
+        metrics["size_mb"] = artifact_size_mb(self.teacher_path)
+        tmp = folder.with_name(folder.name + f".{os.getpid()}.tmp")
+        tmp.mkdir(parents=True, exist_ok=True)
+        if heldout is not None:
+            np.save(tmp / "heldout.npy", heldout)
+        write_json_atomic(tmp / "metrics.json", metrics)
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)
+        return metrics, heldout
+
+    def evaluator(self) -> Evaluator:
+        if self._evaluator is None:
+            _, heldout = self.teacher_evaluation()
+            self._evaluator = Evaluator(self.eval_set(), heldout)
+        return self._evaluator
+
+    def evaluate_artifact(self, artifact: Artifact) -> dict[str, float]:
+        encoder = load_encoder(artifact.kind, artifact.path, device=pick_device())
+        metrics = self.evaluator().evaluate(encoder)
+        metrics["size_mb"] = artifact_size_mb(artifact.path)
+        if hasattr(encoder, "model"):
+            metrics["params"] = float(sum(p.numel() for p in encoder.model.parameters()))
+        return metrics
+
+    # -- the loop -------------------------------------------------------------------------------
+    def stage_dir(self, index: int, stage_type: str, key: str) -> Path:
+        return self.run_dir / f"{index:02d}-{stage_type}-{key}"
+
+    def run(self) -> list[StageRecord]:
+        """Run every unfinished stage, then write the report. Returns one record per stage."""
+        from edgedistill.report import write_report
+
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._set_threads()
+        self.teacher_path = resolve(self.recipe.teacher)
+        teacher_metrics, _ = self.teacher_evaluation()
+        write_json_atomic(self.run_dir / TEACHER_RECORD, {
+            "teacher": self.recipe.teacher, "path": str(self.teacher_path), "evaluation": teacher_metrics,
+        })
+        current = Artifact("teacher", self.teacher_path, self.root_key())
+        current_eval = teacher_metrics
+        records: list[StageRecord] = []
+        for index, cfg in enumerate(self.recipe.stages):
+            record = self._run_stage(index, cfg, current, current_eval)
+            records.append(record)
+            current, current_eval = record.artifact, record.evaluation
+        self._link_final(records)
+        write_report(self.run_dir, self.recipe.name, teacher_metrics, records)
+        return records
+
+    def _set_threads(self) -> None:
+        import torch
+
+        threads = self.recipe.threads or os.cpu_count() or 1
+        torch.set_num_threads(threads)
+
+    def _run_stage(self, index: int, cfg: Any, input_: Artifact, input_eval: dict[str, float]) -> StageRecord:
+        config = cfg.model_dump()
+        key = content_key(config, input_.key)
+        final = self.stage_dir(index, cfg.type, key)
+        if (final / "metrics.json").is_file():
+            log.info("stage %d %s: finished earlier, reusing %s", index, cfg.type, final.name)
+            record = read_record(final, input_)
+            if record.metrics.get("eval_key") != self.eval_key() and not record.metrics.get("passthrough"):
+                record.evaluation = self.evaluate_artifact(record.artifact)
+                record.metrics.update(evaluation=record.evaluation, eval_key=self.eval_key())
+                write_json_atomic(final / "metrics.json", record.metrics)
+            record.reused = True
+            return record
+
+        work = self.run_dir / f".tmp-{final.name}"
+        if work.exists():
+            log.info("stage %d %s: discarding an unfinished attempt", index, cfg.type)
+            shutil.rmtree(work)
+        work.mkdir(parents=True)
+        ctx = StageContext(
+            recipe=self.recipe, index=index, teacher=self.teacher_path, input=input_, work_dir=work,
+            device=pick_device(getattr(cfg, "device", "auto")), input_evaluation=input_eval,
+            _evaluator=self.evaluator,
+        )
+        log.info("stage %d %s: running (key %s)", index, cfg.type, key)
+        t0 = time.perf_counter()
+        result = stages.get(cfg.type)(cfg, ctx)
+        stage_s = time.perf_counter() - t0
+        if result.passthrough:
+            artifact = input_
+            evaluation = dict(input_eval)
+        else:
+            artifact = Artifact(stages.output_kind(cfg.type), final / "artifact", key)
+            t1 = time.perf_counter()
+            evaluation = self.evaluate_artifact(Artifact(artifact.kind, ctx.artifact_dir, key))
+            eval_s = time.perf_counter() - t1
+        timings = {"stage_s": round(stage_s, 2)}
+        if not result.passthrough:
+            timings["eval_s"] = round(eval_s, 2)
+        metrics = {"stage": cfg.type, **result.metrics, "evaluation": evaluation, "eval_key": self.eval_key(),
+                   "passthrough": result.passthrough}
+        write_json_atomic(work / "config.json", {"type": cfg.type, "config": config, "key": key,
+                                                 "input_key": input_.key, "input_kind": input_.kind,
+                                                 "input_path": str(input_.path)})
+        write_json_atomic(work / "timings.json", timings)
+        write_json_atomic(work / "metrics.json", metrics)
+        os.replace(work, final)
+        log.info("stage %d %s: done in %.1fs -> %s", index, cfg.type, stage_s, final)
+        return StageRecord(index, cfg.type, key, final, artifact, config, metrics, evaluation, timings)
+
+    def _link_final(self, records: list[StageRecord]) -> None:
+        """``runs/<name>/final`` points at the last artifact: what an app developer ships."""
+        link = self.run_dir / "final"
+        target = os.path.relpath(records[-1].artifact.path, self.run_dir)
+        tmp = self.run_dir / f".final.{os.getpid()}"
+        if tmp.is_symlink() or tmp.exists():
+            tmp.unlink()
+        tmp.symlink_to(target)
+        os.replace(tmp, link)
+
+
+def read_record(folder: Path, input_: Artifact | None = None) -> StageRecord:
+    """Load a finished stage folder."""
+    config = json.loads((folder / "config.json").read_text())
+    metrics = json.loads((folder / "metrics.json").read_text())
+    timings = json.loads((folder / "timings.json").read_text())
+    index = int(folder.name.split("-", 1)[0])
+    if metrics.get("passthrough"):
+        if input_ is None:
+            input_ = Artifact(config["input_kind"], Path(config["input_path"]), config["input_key"])
+        artifact = input_
+    else:
+        artifact = Artifact(stages.output_kind(config["type"]), folder / "artifact", config["key"])
+    return StageRecord(index, config["type"], config["key"], folder, artifact, config["config"], metrics,
+                       metrics.get("evaluation", {}), timings)
+
+
+def artifact_size_mb(path: Path) -> float:
+    """Bytes of model weights in an artifact folder (weights and graphs, not tokenizer or docs)."""
+    exts = {".onnx", ".data", ".safetensors", ".bin", ".pt"}
+    files = [p for p in Path(path).rglob("*") if p.is_file() and p.suffix in exts]
+    return round(sum(p.stat().st_size for p in files) / 1e6, 3)

@@ -1,0 +1,101 @@
+"""Tiny random-init sentence-transformers models and data built in code (no network)."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+WORDS = (
+    "a the man woman child dog cat is are was playing running eating sitting walking on in at with "
+    "park street beach table guitar ball food water car house red blue small big two three people "
+    "girl boy music soccer bike horse grass field kitchen river bread apple young old happy quickly"
+).split()
+
+
+def write_vocab(path: Path) -> Path:
+    """A small WordPiece vocabulary: special tokens, the words above and some suffix pieces."""
+    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "<s>", "</s>", "<pad>", "<mask>"]
+    tokens += [".", ",", "!", "?"] + WORDS
+    tokens += ["##s", "##ing", "##ed", "##er", "##ly"] + [f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz"]
+    tokens += list("abcdefghijklmnopqrstuvwxyz")
+    path.write_text("\n".join(tokens) + "\n")
+    return path
+
+
+def make_sentences(n: int, seed: int = 0) -> list[str]:
+    """Random short sentences over the tiny vocabulary (some with unknown words)."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        words = [rng.choice(WORDS) for _ in range(rng.randint(3, 14))]
+        if rng.random() < 0.1:
+            words.append("zebrafish")
+        out.append(" ".join(words).capitalize() + ".")
+    return out
+
+
+def build_st_model(
+    out: Path,
+    *,
+    family: str = "bert",
+    hidden: int = 32,
+    layers: int = 2,
+    heads: int = 2,
+    pooling: str = "mean",
+    dense_out: int | None = None,
+    normalize: bool = True,
+    seed: int = 0,
+) -> Path:
+    """Save a random-init sentence-transformers model (Transformer, Pooling, [Dense], [Normalize])."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.models import Dense, Normalize, Pooling, Transformer
+    from transformers import BertConfig, BertModel, BertTokenizerFast, MPNetConfig, MPNetModel, MPNetTokenizerFast
+
+    torch.manual_seed(seed)
+    tmp = out.with_name(out.name + "-hf")
+    tmp.mkdir(parents=True, exist_ok=True)
+    vocab = write_vocab(tmp / "vocab.txt")
+    tokens = vocab.read_text().split()
+    vocab_map = {t: i for i, t in enumerate(tokens)}
+    n_vocab = len(tokens)
+    common = dict(
+        vocab_size=n_vocab,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=hidden * 2,
+        max_position_embeddings=128,
+    )
+    if family == "bert":
+        BertModel(BertConfig(**common)).save_pretrained(tmp)
+        BertTokenizerFast(vocab=vocab_map, do_lower_case=True).save_pretrained(tmp)
+    elif family == "mpnet":
+        MPNetModel(MPNetConfig(**common)).save_pretrained(tmp)
+        MPNetTokenizerFast(vocab=vocab_map, do_lower_case=True).save_pretrained(tmp)
+    else:
+        raise ValueError(family)
+    transformer = Transformer(str(tmp), max_seq_length=64)
+    modules = [transformer, Pooling(hidden, pooling_mode=pooling)]
+    if dense_out:
+        modules.append(Dense(hidden, dense_out, activation_function=torch.nn.Identity()))
+    if normalize:
+        modules.append(Normalize())
+    SentenceTransformer(modules=modules, device="cpu").save(str(out))
+    return out
+
+
+def write_sts(dir_: Path, n: int = 60, seed: int = 1) -> Path:
+    """An STS-b-shaped directory (tab-separated; score in column 4, sentences in 5 and 6)."""
+    rng = random.Random(seed)
+    dir_.mkdir(parents=True, exist_ok=True)
+    for split in ("train", "dev", "test"):
+        lines = []
+        a = make_sentences(n, seed=seed + hash(split) % 100)
+        b = make_sentences(n, seed=seed + 7 + hash(split) % 100)
+        for i in range(n):
+            score = rng.uniform(0, 5)
+            s2 = a[i] if score > 4.5 else b[i]
+            lines.append(f"main-captions\tMSRvid\t2012test\t{i:04d}\t{score:.3f}\t{a[i]}\t{s2}")
+        (dir_ / f"sts-{split}.csv").write_text("\n".join(lines) + "\n")
+    return dir_
