@@ -24,7 +24,7 @@ class TorchEncoder:
 
     def __init__(self, model: Any) -> None:
         self.model = model
-        self.dimension = int(self.model.get_sentence_embedding_dimension())
+        self.dimension = int(self.model.get_embedding_dimension())
 
     def encode(self, sentences: list[str], batch_size: int = 64) -> np.ndarray:
         return normalise(self.model.encode(list(sentences), batch_size=batch_size, convert_to_numpy=True))

@@ -256,6 +256,8 @@ class Runner:
                                                  "input_path": str(input_.path)})
         write_json_atomic(work / "timings.json", timings)
         write_json_atomic(work / "metrics.json", metrics)
+        if final.exists():  # a folder without metrics.json is not a finished stage: replace it
+            shutil.rmtree(final)
         os.replace(work, final)
         log.info("stage %d %s: done in %.1fs -> %s", index, cfg.type, stage_s, final)
         return StageRecord(index, cfg.type, key, final, artifact, config, metrics, evaluation, timings)

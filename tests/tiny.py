@@ -49,7 +49,7 @@ def build_st_model(
     """Save a random-init sentence-transformers model (Transformer, Pooling, [Dense], [Normalize])."""
     import torch
     from sentence_transformers import SentenceTransformer
-    from sentence_transformers.models import Dense, Normalize, Pooling, Transformer
+    from sentence_transformers.sentence_transformer.modules import Dense, Normalize, Pooling, Transformer
     from transformers import BertConfig, BertModel, BertTokenizerFast, MPNetConfig, MPNetModel, MPNetTokenizerFast
 
     torch.manual_seed(seed)
@@ -64,7 +64,7 @@ def build_st_model(
         hidden_size=hidden,
         num_hidden_layers=layers,
         num_attention_heads=heads,
-        intermediate_size=hidden * 2,
+        intermediate_size=hidden * 4,
         max_position_embeddings=128,
     )
     if family == "bert":

@@ -79,7 +79,7 @@ def build_student(cfg: StudentConfig, max_seq_length: int, teacher_dim: int, sen
     """Initial student: a pretrained model, optionally layer-reduced, projected into the teacher's space."""
     import torch
     from sentence_transformers import SentenceTransformer
-    from sentence_transformers.models import Dense, Normalize, Pooling
+    from sentence_transformers.sentence_transformer.modules import Dense, Normalize, Pooling
 
     model = SentenceTransformer(str(resolve(cfg.init)), device=device)
     info: dict = {"init_layers": len(model[0].auto_model.encoder.layer)}
@@ -87,7 +87,7 @@ def build_student(cfg: StudentConfig, max_seq_length: int, teacher_dim: int, sen
         keep_layers(model, cfg.layers)
     model.max_seq_length = max_seq_length
     body = [m for m in model if not isinstance(m, Normalize)]
-    dim = int(model.get_sentence_embedding_dimension())
+    dim = int(model.get_embedding_dimension())
     if dim != teacher_dim:
         if cfg.projection == "none":
             raise RecipeError(f"stages.distill.student.projection: the student gives {dim}-d embeddings and the "

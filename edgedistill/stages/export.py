@@ -27,7 +27,7 @@ POOLING_MODES = ("mean", "cls", "max")
 
 def pooling_mode(model: SentenceTransformer) -> str:
     """The pooling a sentence-transformers model is configured with (mean, cls or max)."""
-    from sentence_transformers.models import Pooling
+    from sentence_transformers.sentence_transformer.modules import Pooling
 
     pooling = next((m for m in model if isinstance(m, Pooling)), None)
     if pooling is None:
@@ -42,7 +42,7 @@ def pooling_mode(model: SentenceTransformer) -> str:
 def build_graph_module(model: SentenceTransformer) -> torch.nn.Module:
     """A plain module from token ids and mask to the normalised sentence embedding."""
     import torch
-    from sentence_transformers.models import Normalize, Pooling
+    from sentence_transformers.sentence_transformer.modules import Normalize, Pooling
 
     mode = pooling_mode(model)
     modules = list(model)
@@ -121,7 +121,7 @@ def write_manifest(model: SentenceTransformer, bundle: Path, opset: int, exporte
         "tokenizer": "tokenizer.json",
         "inputs": INPUT_NAMES,
         "output": OUTPUT_NAME,
-        "dimension": int(model.get_sentence_embedding_dimension()),
+        "dimension": int(model.get_embedding_dimension()),
         "pooling": pooling_mode(model),
         "normalized": True,
         "max_seq_length": int(model.max_seq_length),

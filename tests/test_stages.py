@@ -1,0 +1,147 @@
+"""Each stage on its own, on tiny models: distill helpers, export gate, quantize search and gate, profile."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgedistill.errors import GateError, RecipeError
+from edgedistill.evaluate import EvalSet
+from edgedistill.recipe import ExportStage, ProfileStage, QuantizeStage, StudentConfig
+from edgedistill.runner import Artifact, StageContext
+from edgedistill.stages import distill, export, profile, quantize
+from tests.tiny import build_st_model, make_sentences
+
+
+class FakeEvaluator:
+    """Returns scripted STS scores, one per call."""
+
+    def __init__(self, scores: list[float]) -> None:
+        self.scores = list(scores)
+        self.data = EvalSet(sts=None, heldout=make_sentences(20, seed=3), latency_sentences=make_sentences(5))
+
+    def quality(self, encoder) -> dict[str, float]:
+        return {"sts_spearman": self.scores.pop(0)}
+
+
+def _ctx(tmp_path: Path, input_: Artifact, evaluator, input_eval: dict | None = None) -> StageContext:
+    work = tmp_path / "work"
+    work.mkdir(parents=True)
+    return StageContext(recipe=None, index=0, teacher=Path("."), input=input_, work_dir=work, device="cpu",
+                        input_evaluation=input_eval or {}, _evaluator=lambda: evaluator)
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An fp32 ONNX bundle of a tiny BERT student."""
+    root = tmp_path_factory.mktemp("bundle")
+    model = build_st_model(root / "st", family="bert", hidden=16, layers=2)
+    ctx = _ctx(root, Artifact("sentence-transformer", model, "k"), FakeEvaluator([]))
+    export.run(ExportStage(type="export", exporter="torchscript"), ctx)
+    return ctx.artifact_dir
+
+
+def test_ridge_projection_recovers_a_linear_map() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(500, 8))
+    w_true, b_true = rng.normal(size=(8, 4)), rng.normal(size=4)
+    w, b = distill.ridge_projection(x, x @ w_true + b_true, lam=1e-6)
+    assert np.allclose(w, w_true, atol=1e-3) and np.allclose(b, b_true, atol=1e-3)
+    w_strong, _ = distill.ridge_projection(x, x @ w_true + b_true, lam=10.0)
+    assert np.linalg.norm(w_strong) < 0.5 * np.linalg.norm(w_true)
+
+
+def test_build_student_keeps_layers_and_projects(tmp_path: Path) -> None:
+    init = build_st_model(tmp_path / "init", family="bert", hidden=16, layers=3)
+    sentences = make_sentences(60)
+    labels = np.random.default_rng(0).normal(size=(60, 32)).astype(np.float32)
+    cfg = StudentConfig(init=str(init), layers=[0, 2], ridge_sentences=60)
+    student, info = distill.build_student(cfg, 32, 32, sentences, labels, "cpu")
+    assert len(student[0].auto_model.encoder.layer) == 2
+    assert student.get_embedding_dimension() == 32
+    assert info["init_layers"] == 3 and "projection_weight_norm" in info
+    with pytest.raises(RecipeError, match="layers"):
+        distill.build_student(cfg.model_copy(update={"layers": [0, 5]}), 32, 32, sentences, labels, "cpu")
+    with pytest.raises(RecipeError, match="projection"):
+        distill.build_student(cfg.model_copy(update={"projection": "none"}), 32, 32, sentences, labels, "cpu")
+
+
+def test_teacher_labels_are_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    teacher = build_st_model(tmp_path / "t", family="mpnet", hidden=16, layers=1)
+    sentences = make_sentences(10)
+    first = distill.teacher_labels(teacher, sentences, 4, "cpu")
+    assert first.shape == (10, 16)
+    import sentence_transformers
+
+    monkeypatch.setattr(sentence_transformers, "SentenceTransformer", None)  # would fail if used again
+    assert np.array_equal(distill.teacher_labels(teacher, sentences, 4, "cpu"), first)
+
+
+@pytest.mark.parametrize(
+    ("family", "pooling", "dense", "exporter"),
+    [("bert", "mean", None, "torchscript"), ("mpnet", "cls", 24, "torchscript"), ("bert", "max", 8, "dynamo")],
+)
+def test_export_matches_torch(tmp_path: Path, family: str, pooling: str, dense: int | None, exporter: str) -> None:
+    model = build_st_model(tmp_path / "st", family=family, hidden=16, layers=2, pooling=pooling, dense_out=dense)
+    ctx = _ctx(tmp_path, Artifact("sentence-transformer", model, "k"), FakeEvaluator([]))
+    result = export.run(ExportStage(type="export", exporter=exporter), ctx)
+    assert result.metrics["validation"]["max_abs_diff"] < 1e-4
+    manifest = json.loads((ctx.artifact_dir / "manifest.json").read_text())
+    assert manifest["pooling"] == pooling and manifest["dimension"] == (dense or 16)
+    assert set(manifest["sha256"]) >= {"model.onnx", "tokenizer.json"}
+
+
+def test_broken_export_fires_the_gate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    model = build_st_model(tmp_path / "st", family="bert", hidden=16, layers=2)
+    real = export.build_graph_module
+
+    class Broken(torch.nn.Module):
+        def __init__(self, inner: torch.nn.Module) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, input_ids, attention_mask):  # a bug in the graph: shifts the embedding
+            return torch.nn.functional.normalize(self.inner(input_ids, attention_mask) + 0.05, dim=1)
+
+    monkeypatch.setattr(export, "build_graph_module", lambda m: Broken(real(m)))
+    ctx = _ctx(tmp_path, Artifact("sentence-transformer", model, "k"), FakeEvaluator([]))
+    with pytest.raises(GateError, match="export validation failed: max abs diff"):
+        export.run(ExportStage(type="export", exporter="torchscript"), ctx)
+
+
+def test_quantize_searches_then_keeps_first_setting_within_budget(tmp_path: Path, bundle: Path) -> None:
+    ctx = _ctx(tmp_path, Artifact("onnx", bundle, "k"), FakeEvaluator([70.0, 79.5]), {"sts_spearman": 80.0})
+    result = quantize.run(QuantizeStage(type="quantize", max_drop=0.01), ctx)
+    trials = result.metrics["trials"]
+    assert [t["sts_spearman"] for t in trials] == [70.0, 79.5]
+    assert result.metrics["chosen_trial"] == 1 and result.metrics["within_budget"]
+    assert trials[1]["excluded_nodes"] == 2  # one FFN down-projection per layer kept in fp32
+    config = json.loads((ctx.artifact_dir / "quantization_config.json").read_text())
+    assert len(config["excluded_nodes"]) == 2
+    import onnx
+
+    ops = {n.op_type for n in onnx.load(str(ctx.artifact_dir / "model.onnx")).graph.node}
+    assert "DynamicQuantizeLinear" in ops and "MatMulInteger" in ops
+
+
+def test_quantize_gate_fails_or_warns(tmp_path: Path, bundle: Path) -> None:
+    ctx = _ctx(tmp_path, Artifact("onnx", bundle, "k"), FakeEvaluator([60.0, 65.0]), {"sts_spearman": 80.0})
+    with pytest.raises(GateError, match="no setting stayed within max_drop 1.00%"):
+        quantize.run(QuantizeStage(type="quantize", max_drop=0.01), ctx)
+    ctx2 = _ctx(tmp_path / "b", Artifact("onnx", bundle, "k"), FakeEvaluator([60.0, 65.0]), {"sts_spearman": 80.0})
+    result = quantize.run(QuantizeStage(type="quantize", max_drop=0.01, on_fail="warn"), ctx2)
+    assert result.metrics["chosen_trial"] == 1 and not result.metrics["within_budget"]
+
+
+def test_profile_measures_the_bundle(tmp_path: Path, bundle: Path) -> None:
+    ctx = _ctx(tmp_path, Artifact("onnx", bundle, "k"), FakeEvaluator([]))
+    result = profile.run(ProfileStage(type="profile", sentences=8, warmup=1, batch_size=4), ctx)
+    m = result.metrics
+    assert result.passthrough
+    assert 0 < m["latency_ms_p50"] <= m["latency_ms_p90"] <= m["latency_ms_p99"]
+    assert m["throughput_per_s"] > 0 and m["size_mb"] > 0 and m["host"]["cores"] >= 1
