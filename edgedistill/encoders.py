@@ -27,7 +27,9 @@ class TorchEncoder:
         self.dimension = int(self.model.get_embedding_dimension())
 
     def encode(self, sentences: list[str], batch_size: int = 64) -> np.ndarray:
-        return normalise(self.model.encode(list(sentences), batch_size=batch_size, convert_to_numpy=True))
+        sentences = list(sentences)
+        return normalise(self.model.encode(sentences, batch_size=batch_size, convert_to_numpy=True,
+                                           show_progress_bar=len(sentences) >= 1000))
 
 
 def load_encoder(kind: str, path: Path, device: str = "cpu", threads: int = 0) -> Encoder:

@@ -37,8 +37,9 @@ class OnnxEncoder:
         self.tokenizer.enable_padding(pad_id=int(manifest["pad_token_id"]), pad_token=manifest["pad_token"])
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
+        self.model_path = path / model_file
         self.session = ort.InferenceSession(
-            str(path / model_file), sess_options=options, providers=["CPUExecutionProvider"]
+            str(self.model_path), sess_options=options, providers=["CPUExecutionProvider"]
         )
 
     def _feeds(self, sentences: list[str]) -> dict[str, np.ndarray]:
