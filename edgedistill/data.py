@@ -68,6 +68,49 @@ def load_sts(spec: str, split: str) -> StsPairs:
     return StsPairs(first, second, scores)
 
 
+@dataclass(frozen=True)
+class RetrievalSet:
+    """Queries, a corpus and the relevant corpus ids of each query."""
+
+    queries: list[str]
+    corpus: list[str]
+    relevant: list[set[int]]
+
+
+def _jsonl(path: Path) -> list[dict]:
+    import json
+
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def load_retrieval(spec: str, max_queries: int, max_corpus: int, seed: int = 0) -> RetrievalSet:
+    """A retrieval set (queries.jsonl, corpus.jsonl, qrels.jsonl), subsampled reproducibly.
+
+    The corpus keeps every relevant document of the chosen queries plus random distractors up to max_corpus.
+    """
+    root = resolve(spec)
+    for name in ("queries.jsonl", "corpus.jsonl", "qrels.jsonl"):
+        if not (root / name).is_file():
+            raise AssetError(f"{root}: retrieval set is missing {name} (expected queries/corpus/qrels .jsonl)")
+    queries = {q["id"]: q["text"] for q in _jsonl(root / "queries.jsonl")}
+    corpus = {d["id"]: d["text"] for d in _jsonl(root / "corpus.jsonl")}
+    qrels: dict[str, set[str]] = {}
+    for row in _jsonl(root / "qrels.jsonl"):
+        qrels.setdefault(row["query_id"], set()).add(row["doc_id"])
+    rng = random.Random(seed)
+    chosen = sorted(qrels)
+    chosen = sorted(rng.sample(chosen, min(max_queries, len(chosen))))
+    needed = sorted(set().union(*(qrels[q] for q in chosen)))
+    others = sorted(set(corpus) - set(needed))
+    doc_ids = needed + sorted(rng.sample(others, max(0, min(len(others), max_corpus - len(needed)))))
+    index = {d: i for i, d in enumerate(doc_ids)}
+    return RetrievalSet(
+        queries=[queries[q] for q in chosen],
+        corpus=[corpus[d] for d in doc_ids],
+        relevant=[{index[d] for d in qrels[q]} for q in chosen],
+    )
+
+
 def fingerprint(sentences: list[str]) -> str:
     """Content hash of a list of sentences, for cache keys."""
     h = hashlib.sha256()

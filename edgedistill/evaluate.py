@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import spearmanr
 
-from edgedistill.data import StsPairs
+from edgedistill.data import RetrievalSet, StsPairs
 from edgedistill.encoders import Encoder
 
 log = logging.getLogger(__name__)
@@ -25,6 +25,15 @@ class EvalSet:
     heldout: list[str]
     latency_sentences: list[str]
     batch_size: int = 64
+    retrieval: RetrievalSet | None = None
+
+
+@dataclass
+class TeacherReference:
+    """Teacher embeddings that student metrics are compared against."""
+
+    heldout: np.ndarray | None = None
+    corpus: np.ndarray | None = None
 
 
 def sts_spearman(encoder: Encoder, sts: StsPairs, batch_size: int) -> float:
@@ -36,6 +45,19 @@ def sts_spearman(encoder: Encoder, sts: StsPairs, batch_size: int) -> float:
     b = emb[[index[s] for s in sts.second]]
     cosine = (a * b).sum(axis=1)
     return float(spearmanr(cosine, sts.scores).statistic * 100)
+
+
+def ndcg_at_10(query_emb: np.ndarray, corpus_emb: np.ndarray, relevant: list[set[int]]) -> float:
+    """Mean nDCG@10 (x100) with binary relevance, ranking the corpus by cosine similarity."""
+    scores = query_emb @ corpus_emb.T
+    top = np.argsort(-scores, axis=1)[:, :10]
+    discounts = 1.0 / np.log2(np.arange(2, 12))
+    total = 0.0
+    for ranked, rel in zip(top, relevant):
+        dcg = sum(discounts[i] for i, doc in enumerate(ranked) if doc in rel)
+        ideal = discounts[: min(len(rel), 10)].sum()
+        total += dcg / ideal if ideal else 0.0
+    return float(100 * total / len(relevant))
 
 
 def batch1_latency_ms(encoder: Encoder, sentences: list[str], warmup: int = 5) -> dict[str, float]:
@@ -53,19 +75,30 @@ def batch1_latency_ms(encoder: Encoder, sentences: list[str], warmup: int = 5) -
 class Evaluator:
     """Scores encoders on an EvalSet, comparing against the teacher's held-out embeddings."""
 
-    def __init__(self, data: EvalSet, teacher_heldout: np.ndarray | None = None) -> None:
+    def __init__(self, data: EvalSet, teacher: TeacherReference | None = None) -> None:
         self.data = data
-        self.teacher_heldout = teacher_heldout
+        self.teacher = teacher or TeacherReference()
 
     def quality(self, encoder: Encoder) -> dict[str, float]:
         """Quality metrics only (what quality gates compare)."""
         metrics: dict[str, float] = {}
         if self.data.sts is not None:
             metrics[PRIMARY_METRIC] = sts_spearman(encoder, self.data.sts, self.data.batch_size)
-        if self.teacher_heldout is not None and self.data.heldout:
-            emb = encoder.encode(self.data.heldout, batch_size=self.data.batch_size)
-            if emb.shape[1] == self.teacher_heldout.shape[1]:
-                cosines = (emb * self.teacher_heldout).sum(axis=1)
+        batch = self.data.batch_size
+        if self.data.retrieval is not None:
+            ret = self.data.retrieval
+            queries = encoder.encode(ret.queries, batch_size=batch)
+            metrics["retrieval_ndcg10"] = ndcg_at_10(queries, encoder.encode(ret.corpus, batch_size=batch),
+                                                     ret.relevant)
+            teacher_corpus = self.teacher.corpus
+            if teacher_corpus is not None and teacher_corpus.shape[1] == queries.shape[1]:
+                # Cross-space: on-device queries against an index the teacher built.
+                metrics["retrieval_ndcg10_cross"] = ndcg_at_10(queries, teacher_corpus, ret.relevant)
+        teacher_heldout = self.teacher.heldout
+        if teacher_heldout is not None and self.data.heldout:
+            emb = encoder.encode(self.data.heldout, batch_size=batch)
+            if emb.shape[1] == teacher_heldout.shape[1]:
+                cosines = (emb * teacher_heldout).sum(axis=1)
                 metrics["teacher_cosine_mean"] = float(cosines.mean())
                 metrics["teacher_cosine_min"] = float(cosines.min())
         return metrics

@@ -123,6 +123,11 @@ class EvaluationConfig(_Strict):
         default="snli-heldout", description="Sentences never trained on, for agreement with the teacher."
     )
     heldout_sentences: int = Field(default=1000, gt=0)
+    retrieval: str | None = Field(
+        default="snli-retrieval", description="Retrieval set (queries/corpus/qrels .jsonl) for nDCG@10; null to skip."
+    )
+    retrieval_queries: int = Field(default=500, gt=0)
+    retrieval_corpus: int = Field(default=2000, gt=0)
     latency_sentences: int = Field(default=100, gt=0, description="Batch-1 latency sample per artifact.")
     batch_size: int = Field(default=64, gt=0)
 

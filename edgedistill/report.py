@@ -73,7 +73,13 @@ def to_markdown(name: str, rows: list[dict[str, Any]], teacher_latency: float | 
 def write_report(run_dir: Path, name: str, teacher: dict[str, Any], records: list[StageRecord]) -> Path:
     """Write report.md and report.json into the run folder; returns the Markdown path."""
     rows = build_rows(teacher, records)
+    from edgedistill import stages as stage_registry
+
     md = to_markdown(name, rows, teacher.get("latency_ms_p50"))
+    for r in records:
+        section = stage_registry.report_section(r.type, r.metrics)
+        if section:
+            md += f"\n## {r.index:02d} {r.type}\n\n{section.strip()}\n"
     (run_dir / "report.md").write_text(md)
     stages = [{"index": r.index, "type": r.type, "key": r.key, "dir": r.dir.name, "config": r.config,
                "metrics": r.metrics, "timings": r.timings} for r in records]

@@ -16,9 +16,9 @@ import numpy as np
 
 from edgedistill import stages
 from edgedistill.assets import cache_dir, resolve
-from edgedistill.data import fingerprint, load_sentences, load_sts, sample
+from edgedistill.data import fingerprint, load_retrieval, load_sentences, load_sts, sample
 from edgedistill.encoders import load_encoder
-from edgedistill.evaluate import EvalSet, Evaluator
+from edgedistill.evaluate import EvalSet, Evaluator, TeacherReference
 from edgedistill.recipe import Recipe
 
 log = logging.getLogger(__name__)
@@ -129,16 +129,19 @@ class Runner:
             sts = load_sts(ev.sts, ev.sts_split) if ev.sts else None
             heldout = sample(load_sentences(ev.heldout), ev.heldout_sentences, seed=0) if ev.heldout else []
             latency_pool = heldout or (sts.first if sts else [])
+            retrieval = (load_retrieval(ev.retrieval, ev.retrieval_queries, ev.retrieval_corpus)
+                         if ev.retrieval else None)
             self._eval_set = EvalSet(
                 sts=sts,
                 heldout=heldout,
                 latency_sentences=sample(latency_pool, ev.latency_sentences, seed=1),
                 batch_size=ev.batch_size,
+                retrieval=retrieval,
             )
         return self._eval_set
 
-    def teacher_evaluation(self) -> tuple[dict[str, float], np.ndarray | None]:
-        """Teacher quality metrics and held-out embeddings, cached across runs under a content key."""
+    def teacher_evaluation(self) -> tuple[dict[str, float], TeacherReference]:
+        """Teacher quality metrics and reference embeddings, cached across runs under a content key."""
         data = self.eval_set()
         key = content_key("teacher-eval", self.recipe.teacher, str(self.teacher_path), self.eval_key(),
                           fingerprint(data.heldout), pick_device())
@@ -146,29 +149,34 @@ class Runner:
         if (folder / "metrics.json").is_file():
             log.info("teacher evaluation: cached (%s)", folder)
             metrics = json.loads((folder / "metrics.json").read_text())
-            heldout = np.load(folder / "heldout.npy") if (folder / "heldout.npy").is_file() else None
-            return metrics, heldout
+            arrays = {name: np.load(folder / f"{name}.npy") if (folder / f"{name}.npy").is_file() else None
+                      for name in ("heldout", "corpus")}
+            return metrics, TeacherReference(**arrays)
         log.info("evaluating the teacher's quality once (cached afterwards)")
         encoder = load_encoder("teacher", self.teacher_path, device=pick_device())
-        heldout = encoder.encode(data.heldout, batch_size=data.batch_size) if data.heldout else None
-        metrics = Evaluator(data, heldout).quality(encoder)
+        reference = TeacherReference(
+            heldout=encoder.encode(data.heldout, batch_size=data.batch_size) if data.heldout else None,
+            corpus=encoder.encode(data.retrieval.corpus, batch_size=data.batch_size) if data.retrieval else None,
+        )
+        metrics = Evaluator(data, reference).quality(encoder)
         metrics["dimension"] = float(encoder.dimension)
         metrics["params"] = float(sum(p.numel() for p in encoder.model.parameters()))
         metrics["size_mb"] = artifact_size_mb(self.teacher_path)
         tmp = folder.with_name(folder.name + f".{os.getpid()}.tmp")
         tmp.mkdir(parents=True, exist_ok=True)
-        if heldout is not None:
-            np.save(tmp / "heldout.npy", heldout)
+        for name in ("heldout", "corpus"):
+            if getattr(reference, name) is not None:
+                np.save(tmp / f"{name}.npy", getattr(reference, name))
         write_json_atomic(tmp / "metrics.json", metrics)
         if folder.exists():
             shutil.rmtree(folder)
         os.replace(tmp, folder)
-        return metrics, heldout
+        return metrics, reference
 
     def evaluator(self) -> Evaluator:
         if self._evaluator is None:
-            _, heldout = self.teacher_evaluation()
-            self._evaluator = Evaluator(self.eval_set(), heldout)
+            _, reference = self.teacher_evaluation()
+            self._evaluator = Evaluator(self.eval_set(), reference)
         return self._evaluator
 
     def evaluate_artifact(self, artifact: Artifact) -> dict[str, float]:

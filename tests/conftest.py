@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.tiny import build_st_model, make_sentences, write_sts
+from tests.tiny import build_st_model, make_sentences, write_retrieval, write_sts
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
@@ -31,6 +31,7 @@ def tiny_world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "teacher": build_st_model(root / "teacher", family="mpnet", hidden=32, layers=2, seed=0),
         "student": build_st_model(root / "student", family="bert", hidden=16, layers=3, seed=1),
         "sts": write_sts(root / "sts"),
+        "retrieval": write_retrieval(root / "retrieval"),
         "train": root / "train.txt",
         "heldout": root / "heldout.txt",
     }
@@ -46,6 +47,7 @@ def tiny_recipe(world: dict[str, Path], **changes: object) -> dict:
         "teacher": str(world["teacher"]),
         "data": {"train": str(world["train"]), "seed": 0},
         "evaluation": {"sts": str(world["sts"]), "heldout": str(world["heldout"]), "heldout_sentences": 40,
+                       "retrieval": str(world["retrieval"]),
                        "latency_sentences": 5, "batch_size": 16},
         "stages": [
             {"type": "distill", "student": {"init": str(world["student"]), "layers": [0, 2],

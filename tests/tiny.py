@@ -99,3 +99,20 @@ def write_sts(dir_: Path, n: int = 60, seed: int = 1) -> Path:
             lines.append(f"main-captions\tMSRvid\t2012test\t{i:04d}\t{score:.3f}\t{a[i]}\t{s2}")
         (dir_ / f"sts-{split}.csv").write_text("\n".join(lines) + "\n")
     return dir_
+
+
+def write_retrieval(dir_: Path, n_queries: int = 12, seed: int = 2) -> Path:
+    """A retrieval set shaped like snli-retrieval: each query's relevant document shares most of its words."""
+    import json
+
+    dir_.mkdir(parents=True, exist_ok=True)
+    queries = make_sentences(n_queries, seed=seed)
+    docs = [" ".join(q.split()[:-1]) + " today." for q in queries] + make_sentences(20, seed=seed + 1)
+    rows = {
+        "queries.jsonl": [{"id": f"q{i}", "text": q} for i, q in enumerate(queries)],
+        "corpus.jsonl": [{"id": f"d{i}", "text": d} for i, d in enumerate(docs)],
+        "qrels.jsonl": [{"query_id": f"q{i}", "doc_id": f"d{i}"} for i in range(n_queries)],
+    }
+    for name, items in rows.items():
+        (dir_ / name).write_text("".join(json.dumps(r) + "\n" for r in items))
+    return dir_

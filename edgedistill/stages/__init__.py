@@ -23,6 +23,12 @@ def get(stage_type: str) -> Callable[[Any, StageContext], StageResult]:
     return importlib.import_module(REGISTRY[stage_type]).run
 
 
+def report_section(stage_type: str, metrics: dict[str, Any]) -> str | None:
+    """Extra Markdown a stage contributes to the report (its module's optional ``report_section``)."""
+    section = getattr(importlib.import_module(REGISTRY[stage_type]), "report_section", None)
+    return section(metrics) if section else None
+
+
 def output_kind(stage_type: str) -> str:
     """The artifact kind a stage produces."""
     return STAGE_IO[stage_type][1]

@@ -98,3 +98,13 @@ def run(cfg: QuantizeStage, ctx: StageContext) -> StageResult:
     write_json_atomic(bundle / "quantization_config.json", manifest["quantization"])
     update_manifest_hashes(bundle, manifest)
     return StageResult(metrics={"trials": trials, "chosen_trial": chosen, "within_budget": passed})
+
+
+def report_section(metrics: dict) -> str:
+    """The quantization trials as a Markdown table."""
+    lines = ["| trial | setting | fp32 nodes | STS-b | drop % | size MB | chosen |", "|---|---|---|---|---|---|---|"]
+    for t in metrics.get("trials", []):
+        chosen = "yes" if t["trial"] == metrics.get("chosen_trial") else ""
+        lines.append(f"| {t['trial']} | {t['setting']} | {t['excluded_nodes']} | {t.get('sts_spearman', float('nan')):.2f} "
+                     f"| {100 * t['relative_drop']:.2f} | {t['size_mb']:.1f} | {chosen} |")
+    return "\n".join(lines)
