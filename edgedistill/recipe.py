@@ -23,15 +23,19 @@ class _Strict(BaseModel):
 class StudentConfig(_Strict):
     """How the student is built before training."""
 
-    init: str = Field(description="Model to initialise from: local path, catalog name or hub id.")
+    init: str = Field(description="Model to initialise from: local path, catalog name or hub id, or 'teacher' "
+                      "(layer reduction of the teacher itself).")
     layers: list[int] | None = Field(
         default=None, description="Transformer layers to keep (0-based); null keeps all. Keep the last layer."
     )
-    projection: Literal["ridge", "random", "none"] = Field(
+    projection: Literal["ridge", "random", "pca", "none"] = Field(
         default="ridge",
-        description="When student and teacher dimensions differ: a Dense layer fitted by ridge regression "
-        "on teacher embeddings, a random one, or none (then the teacher must have the student's dimension).",
+        description="When student and teacher dimensions differ: a Dense layer into the teacher's space fitted "
+        "by ridge regression on teacher embeddings, a random one, 'pca' (reduce the teacher's embeddings to "
+        "the student's dimension instead), or none (then the dimensions must match).",
     )
+    trim_vocab: bool = Field(default=False, description="Keep only the tokens the training sentences use "
+                             "(plus every single character), shrinking the embedding table.")
     ridge_lambda: float = Field(default=1e-2, gt=0)
     ridge_sentences: int = Field(default=4000, gt=0, description="Training sentences used to fit the projection.")
 
@@ -46,19 +50,61 @@ class StudentConfig(_Strict):
         return v
 
 
+class LossSpec(_Strict):
+    """One term of the training loss."""
+
+    type: Literal["mse", "cosine", "kl", "margin_mse", "mnrl", "hidden", "attention"]
+    weight: float = Field(default=1.0, gt=0)
+    temperature: float = Field(default=0.05, gt=0, description="kl: softmax temperature (at the start).")
+    temperature_end: float | None = Field(default=None, gt=0, description="kl: temperature at the end.")
+    scale: float = Field(default=20.0, gt=0, description="mnrl: similarity scale.")
+    layer_map: dict[int, int] = Field(default_factory=dict,
+                                      description="hidden/attention: student layer -> teacher layer (0-based).")
+
+    @model_validator(mode="after")
+    def _layer_map_needed(self) -> LossSpec:
+        if self.type in ("hidden", "attention") and not self.layer_map:
+            raise ValueError(f"loss '{self.type}' needs layer_map, e.g. {{0: 3, 2: 11}} (student -> teacher layer)")
+        return self
+
+
+PAIR_LOSSES = ("margin_mse", "mnrl")
+
+
 class DistillStage(_Strict):
-    """Train a student to reproduce the teacher's embeddings (MSE)."""
+    """Train a student to reproduce the teacher's embeddings."""
 
     type: Literal["distill"]
     student: StudentConfig
     train_sentences: int = Field(default=20000, gt=0, description="Sentences drawn from data.train.")
+    losses: list[LossSpec] = Field(default_factory=lambda: [LossSpec(type="mse")], min_length=1)
+    triplets: int = Field(default=0, ge=0, description="(anchor, entailed, contradicted) SNLI triplets for "
+                          "pair losses (margin_mse, mnrl); their sentences are labelled by the teacher too.")
+    triplet_batch_size: int = Field(default=32, gt=0)
     epochs: float = Field(default=1.0, gt=0)
-    batch_size: int = Field(default=64, gt=0)
+    batch_size: int = Field(default=64, gt=0, description="Global batch (split across processes).")
+    gradient_accumulation: int = Field(default=1, ge=1)
     learning_rate: float = Field(default=1e-4, gt=0)
     warmup_ratio: float = Field(default=0.1, ge=0, lt=1)
+    weight_decay: float = Field(default=0.01, ge=0)
     max_seq_length: int = Field(default=128, gt=0)
     teacher_batch_size: int = Field(default=64, gt=0)
+    eval_steps: int = Field(default=100, ge=0, description="Evaluate STS-b dev every N steps (0: only at the end).")
+    select_best: bool = Field(default=True, description="Keep the checkpoint with the best STS-b dev score.")
+    checkpoint_steps: int = Field(default=200, ge=0, description="Save a resumable checkpoint every N steps.")
+    processes: int = Field(default=1, ge=1, description="Data-parallel processes (torchrun, DDP).")
+    label_processes: int = Field(default=1, ge=1, description="Processes that share the teacher labelling.")
+    seed: int | None = Field(default=None, description="Training seed; null uses data.seed.")
     device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    @model_validator(mode="after")
+    def _pairs_need_triplets(self) -> DistillStage:
+        pair = [loss.type for loss in self.losses if loss.type in PAIR_LOSSES]
+        if pair and not self.triplets:
+            raise ValueError(f"losses {pair} train on triplets: set triplets (e.g. 5000)")
+        if len({loss.type for loss in self.losses}) != len(self.losses):
+            raise ValueError("each loss type may appear once; combine them with weights")
+        return self
 
 
 class ExportStage(_Strict):

@@ -72,12 +72,16 @@ def test_build_student_keeps_layers_and_projects(tmp_path: Path) -> None:
 def test_teacher_labels_are_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     teacher = build_st_model(tmp_path / "t", family="mpnet", hidden=16, layers=1)
     sentences = make_sentences(10)
-    first = distill.teacher_labels(teacher, sentences, 4, "cpu")
-    assert first.shape == (10, 16)
+    from edgedistill.labelling import teacher_labels
+
+    first, none = teacher_labels(teacher, sentences, 4, "cpu")
+    assert first.shape == (10, 16) and none is None
+    emb, hidden = teacher_labels(teacher, sentences, 4, "cpu", hidden_layers=[0])
+    assert np.allclose(emb, first, atol=1e-5) and hidden.shape == (10, 1, 16)
     import sentence_transformers
 
     monkeypatch.setattr(sentence_transformers, "SentenceTransformer", None)  # would fail if used again
-    assert np.array_equal(distill.teacher_labels(teacher, sentences, 4, "cpu"), first)
+    assert np.array_equal(teacher_labels(teacher, sentences, 4, "cpu")[0], first)
 
 
 @pytest.mark.parametrize(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import time
 from pathlib import Path
@@ -11,39 +10,20 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from edgedistill.assets import cache_dir, resolve
-from edgedistill.data import fingerprint, load_sentences, sample
+from edgedistill.assets import resolve
+from edgedistill.data import load_sentences, load_sts, sample
 from edgedistill.encoders import TorchEncoder
 from edgedistill.errors import RecipeError
 from edgedistill.recipe import DistillStage, StudentConfig
-from edgedistill.runner import StageContext, StageResult, content_key
+from edgedistill.labelling import teacher_labels
+from edgedistill.runner import StageContext, StageResult
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
+    from edgedistill.training import TrainJob
+
 log = logging.getLogger(__name__)
-
-
-def teacher_labels(teacher: Path, sentences: list[str], batch_size: int, device: str) -> np.ndarray:
-    """The teacher's normalised embeddings of ``sentences``, computed once and cached on disk."""
-    key = content_key("labels", str(teacher), fingerprint(sentences))
-    path = cache_dir() / "labels" / f"{key}.npy"
-    if path.is_file():
-        log.info("teacher labels: cached (%s)", path)
-        return np.load(path)
-    from sentence_transformers import SentenceTransformer
-
-    log.info("teacher labels: encoding %d sentences on %s (cached afterwards)", len(sentences), device)
-    t0 = time.perf_counter()
-    model = SentenceTransformer(str(teacher), device=device)
-    labels = model.encode(sentences, batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=True,
-                          show_progress_bar=True).astype(np.float32)
-    log.info("teacher labels: %.0f sentences/s", len(sentences) / (time.perf_counter() - t0))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{key}.{os.getpid()}.npy")
-    np.save(tmp, labels)
-    os.replace(tmp, path)
-    return labels
 
 
 def keep_layers(model: SentenceTransformer, layers: list[int]) -> None:
@@ -75,23 +55,27 @@ def ridge_projection(x: np.ndarray, y: np.ndarray, lam: float) -> tuple[np.ndarr
 
 
 def build_student(cfg: StudentConfig, max_seq_length: int, teacher_dim: int, sentences: list[str],
-                  labels: np.ndarray, device: str) -> tuple[SentenceTransformer, dict]:
-    """Initial student: a pretrained model, optionally layer-reduced, projected into the teacher's space."""
+                  labels: np.ndarray, device: str, teacher: Path | None = None) -> tuple[SentenceTransformer, dict]:
+    """Initial student: a pretrained model (or the teacher), optionally layer-reduced and vocabulary-trimmed,
+    projected into the teacher's space when the dimensions differ."""
     import torch
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.modules import Dense, Normalize, Pooling
 
-    model = SentenceTransformer(str(resolve(cfg.init)), device=device)
+    source = teacher if cfg.init == "teacher" else resolve(cfg.init)
+    model = SentenceTransformer(str(source), device=device)
     info: dict = {"init_layers": len(model[0].auto_model.encoder.layer)}
     if cfg.layers is not None:
         keep_layers(model, cfg.layers)
+    if cfg.trim_vocab:
+        info.update(trim_vocabulary(model, sentences))
     model.max_seq_length = max_seq_length
     body = [m for m in model if not isinstance(m, Normalize)]
     dim = int(model.get_embedding_dimension())
-    if dim != teacher_dim:
-        if cfg.projection == "none":
-            raise RecipeError(f"stages.distill.student.projection: the student gives {dim}-d embeddings and the "
-                              f"teacher {teacher_dim}-d; set projection: ridge (or random)")
+    if dim != teacher_dim and cfg.projection == "none":
+        raise RecipeError(f"stages.distill.student.projection: the student gives {dim}-d embeddings and the "
+                          f"teacher {teacher_dim}-d; set projection: ridge (or random, or pca)")
+    if dim != teacher_dim and cfg.projection in ("ridge", "random"):
         dense = Dense(dim, teacher_dim, activation_function=torch.nn.Identity())
         if cfg.projection == "ridge":
             n = min(cfg.ridge_sentences, len(sentences))
@@ -111,57 +95,172 @@ def build_student(cfg: StudentConfig, max_seq_length: int, teacher_dim: int, sen
     return student, info
 
 
-def train(student: SentenceTransformer, sentences: list[str], labels: np.ndarray, cfg: DistillStage,
-          out: Path, seed: int, device: str) -> dict:
-    """MSE between student and teacher embeddings with the sentence-transformers trainer."""
-    import torch
-    from datasets import Dataset
-    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
-    from sentence_transformers.losses import MSELoss
+def trim_vocabulary(model: SentenceTransformer, sentences: list[str]) -> dict:
+    """Keep the tokens ``sentences`` use, every special token and every single (## ) character.
 
-    dataset = Dataset.from_dict({"sentence": sentences, "label": [row for row in labels]})
-    cuda = device.startswith("cuda")
-    args = SentenceTransformerTrainingArguments(
-        output_dir=str(out),
-        num_train_epochs=cfg.epochs,
-        per_device_train_batch_size=cfg.batch_size,
-        learning_rate=cfg.learning_rate,
-        warmup_ratio=cfg.warmup_ratio,
-        lr_scheduler_type="linear",
-        save_strategy="no",
-        logging_steps=50,
-        report_to="none",
-        seed=seed,
-        use_cpu=not cuda,
-        bf16=cuda and torch.cuda.is_bf16_supported(),
-        dataloader_drop_last=False,
-        disable_tqdm=False,
+    Any word still tokenises (into characters at worst), so nothing becomes [UNK] that didn't before.
+    Written here because tokenizers has no vocabulary-pruning API; only WordPiece (BERT-family) is supported.
+    """
+    import json as _json
+
+    import torch
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    hf = model[0].tokenizer
+    spec = _json.loads(hf.backend_tokenizer.to_str())
+    if spec["model"]["type"] != "WordPiece":
+        raise RecipeError("stages.distill.student.trim_vocab: only WordPiece (BERT-family) vocabularies can be "
+                          f"trimmed; this tokenizer is {spec['model']['type']}")
+    vocab: dict[str, int] = spec["model"]["vocab"]
+    used = {i for ids in hf(sentences, add_special_tokens=False)["input_ids"] for i in ids}
+    keep_tokens = {t for t, i in vocab.items() if i in used or len(t) == 1 or (t.startswith("##") and len(t) == 3)}
+    keep_tokens |= set(hf.all_special_tokens)
+    old_ids = sorted(vocab[t] for t in keep_tokens if t in vocab)
+    remap = {old: new for new, old in enumerate(old_ids)}
+    inverse = {i: t for t, i in vocab.items()}
+    spec["model"]["vocab"] = {inverse[old]: new for old, new in remap.items()}
+    for added in spec.get("added_tokens", []):
+        added["id"] = remap[added["id"]]
+    post = spec.get("post_processor") or {}
+    for name, entry in (post.get("special_tokens") or {}).items():
+        entry["ids"] = [remap[i] for i in entry["ids"]]
+    for field in ("cls", "sep"):
+        if isinstance(post.get(field), list):
+            post[field][1] = remap[post[field][1]]
+    if spec.get("padding"):
+        spec["padding"]["pad_id"] = remap[spec["padding"]["pad_id"]]
+    new_tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer.from_str(_json.dumps(spec)),
+        **{k: getattr(hf, k) for k in ("unk_token", "sep_token", "pad_token", "cls_token", "mask_token")},
+        model_max_length=hf.model_max_length,
     )
-    trainer = SentenceTransformerTrainer(model=student, args=args, train_dataset=dataset, loss=MSELoss(student))
-    t0 = time.perf_counter()
-    output = trainer.train()
-    return {"train_s": round(time.perf_counter() - t0, 1), "train_loss": float(output.training_loss),
-            "train_steps": int(output.global_step)}
+    auto = model[0].auto_model
+    old = auto.get_input_embeddings().weight.data
+    new = torch.nn.Embedding(len(old_ids), old.shape[1], padding_idx=new_tokenizer.pad_token_id)
+    new.weight.data.copy_(old[old_ids])
+    auto.set_input_embeddings(new)
+    auto.config.vocab_size = len(old_ids)
+    auto.config.pad_token_id = new_tokenizer.pad_token_id
+    model[0].tokenizer = new_tokenizer
+    removed = len(vocab) - len(old_ids)
+    log.info("vocabulary trimmed: %d -> %d tokens (%.1fM parameters, %.1f MB fp32 saved)", len(vocab),
+             len(old_ids), removed * old.shape[1] / 1e6, removed * old.shape[1] * 4 / 1e6)
+    return {"vocab_before": len(vocab), "vocab_after": len(old_ids),
+            "vocab_params_saved": removed * old.shape[1], "vocab_bytes_saved_fp32": removed * old.shape[1] * 4}
+
+
+def load_triplets(spec: str, n: int, seed: int, exclude: set[str]) -> list[tuple[str, str, str]]:
+    """(premise, entailed hypothesis, contradicted hypothesis) triplets from the SNLI train subset."""
+    import json
+
+    from edgedistill.catalog import SNLI_TRAIN
+
+    path = resolve(spec) / SNLI_TRAIN
+    by_premise: dict[str, dict[str, str]] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        row = json.loads(line)
+        label, premise, hypothesis = row.get("gold_label"), row["sentence1"].strip(), row["sentence2"].strip()
+        if label in ("entailment", "contradiction") and not {premise, hypothesis} & exclude:
+            by_premise.setdefault(premise, {}).setdefault(label, hypothesis)
+    triplets = [(p, h["entailment"], h["contradiction"]) for p, h in by_premise.items() if len(h) == 2]
+    return sample(triplets, n, seed)
+
+
+def pca_reduce(labels: np.ndarray, dim: int) -> np.ndarray:
+    """Project teacher embeddings onto their top principal components (then re-normalise)."""
+    centered = labels - labels.mean(axis=0)
+    _, _, vt = np.linalg.svd(centered[: min(len(labels), 20000)], full_matrices=False)
+    reduced = labels @ vt[:dim].T
+    return (reduced / np.maximum(np.linalg.norm(reduced, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+
+
+def _train(job: TrainJob, processes: int, work: Path) -> dict:
+    """Train in this process, or data-parallel in ``processes`` torchrun workers."""
+    import json
+    import subprocess
+    import sys
+
+    if processes == 1:
+        from edgedistill.training import train
+
+        return train(job)
+    job_file = work / "train-job.json"
+    job.save(job_file)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
+           "-m", "edgedistill.training", str(job_file)]
+    log.info("training with %d data-parallel processes: %s", processes, " ".join(cmd))
+    result = subprocess.run(cmd, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"torchrun training failed with exit code {result.returncode}")
+    return json.loads((Path(job.output_dir) / "train_stats.json").read_text())
 
 
 def run(cfg: DistillStage, ctx: StageContext) -> StageResult:
+    from edgedistill.training import TrainJob
+
     recipe = ctx.recipe
+    seed = recipe.data.seed if cfg.seed is None else cfg.seed
     pool = load_sentences(recipe.data.train)
     sentences = sample(pool, cfg.train_sentences, seed=recipe.data.seed)
     if len(sentences) < cfg.train_sentences:
         log.warning("data.train has only %d sentences (train_sentences asks %d)", len(sentences),
                     cfg.train_sentences)
-    t0 = time.perf_counter()
-    labels = teacher_labels(ctx.teacher, sentences, cfg.teacher_batch_size, ctx.device)
-    label_s = time.perf_counter() - t0
+    triplet_rows = None
+    if cfg.triplets:
+        heldout = set(ctx.evaluator.data.heldout)
+        triplets = load_triplets("snli", cfg.triplets, seed, heldout)
+        index = {s: i for i, s in enumerate(sentences)}
+        for triplet in triplets:
+            for s in triplet:
+                if s not in index:
+                    index[s] = len(sentences)
+                    sentences.append(s)
+        triplet_rows = np.array([[index[s] for s in t] for t in triplets], dtype=np.int64)
 
-    student, info = build_student(cfg.student, cfg.max_seq_length, labels.shape[1], sentences, labels, ctx.device)
+    hidden_layers = sorted({t for loss in cfg.losses if loss.type == "hidden" for t in loss.layer_map.values()})
+    t0 = time.perf_counter()
+    labels, hidden = teacher_labels(ctx.teacher, sentences, cfg.teacher_batch_size, ctx.device,
+                                    hidden_layers=hidden_layers, processes=cfg.label_processes)
+    label_s = time.perf_counter() - t0
+    teacher_dim = labels.shape[1]
+
+    student, info = build_student(cfg.student, cfg.max_seq_length, teacher_dim, sentences, labels, ctx.device,
+                                  teacher=ctx.teacher)
+    if cfg.student.projection == "pca" and student.get_embedding_dimension() != teacher_dim:
+        labels = pca_reduce(labels, student.get_embedding_dimension())
+        info["pca_dimension"] = int(labels.shape[1])
     before = ctx.evaluator.quality(TorchEncoder(student))
-    log.info("student before training: %s", before)
-    stats = train(student, sentences, labels, cfg, ctx.work_dir / "checkpoints", recipe.data.seed, ctx.device)
-    shutil.rmtree(ctx.work_dir / "checkpoints", ignore_errors=True)
-    student.save(str(ctx.artifact_dir))
+    log.info("student before training: %s", {k: round(v, 4) for k, v in before.items()})
+
+    work = ctx.work_dir
+    init_dir = work / "init"
+    student.save(str(init_dir))
+    (work / "sentences.txt").write_text("\n".join(sentences), encoding="utf-8")
+    np.save(work / "labels.npy", labels)
+    if hidden is not None:
+        np.save(work / "hidden.npy", hidden)
+    if triplet_rows is not None:
+        np.save(work / "triplets.npy", triplet_rows)
+    dev = load_sts(recipe.evaluation.sts, "dev") if recipe.evaluation.sts else None
+    # Checkpoints live beside the stage's temp folder, so a killed run resumes mid-training.
+    checkpoints = work.parent / (".ckpt-" + work.name.removeprefix(".tmp-"))
+    job = TrainJob(
+        student_dir=str(init_dir), output_dir=str(ctx.artifact_dir), checkpoint_dir=str(checkpoints),
+        sentences_file=str(work / "sentences.txt"), labels_file=str(work / "labels.npy"),
+        config=cfg.model_dump(), seed=seed, device=ctx.device,
+        hidden_file=str(work / "hidden.npy") if hidden is not None else None,
+        triplets_file=str(work / "triplets.npy") if triplet_rows is not None else None,
+        teacher_dir=str(ctx.teacher),
+        dev_sts={"first": dev.first, "second": dev.second, "scores": dev.scores} if dev else None,
+    )
+    stats = _train(job, cfg.processes, work)
+    for name in ("init", "sentences.txt", "labels.npy", "hidden.npy", "triplets.npy", "train-job.json"):
+        target = work / name
+        shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
+    shutil.rmtree(checkpoints, ignore_errors=True)
+    (ctx.artifact_dir / "train_stats.json").unlink(missing_ok=True)
     return StageResult(metrics={
-        **info, **stats, "train_sentences": len(sentences), "label_s": round(label_s, 1),
-        "before_training": before, "device": ctx.device,
+        **info, **stats, "train_sentences": len(sentences), "triplets": int(cfg.triplets),
+        "label_s": round(label_s, 1), "before_training": before, "device": ctx.device,
     })

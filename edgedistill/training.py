@@ -1,0 +1,279 @@
+"""The distillation training loop: single process or data-parallel under torchrun (DDP).
+
+Written here rather than with the sentence-transformers trainer because distillation needs things its
+collator and samplers don't give: several label tensors per sentence (embeddings and pooled hidden states),
+an online teacher for attention maps, learned loss projections in the optimiser, and a global batch order
+that is identical with 1 or N processes, so a DDP run reproduces the single-process run.
+
+Run as ``torchrun --nproc_per_node N -m edgedistill.training JOB.json`` for data parallelism.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from edgedistill.losses import Batch, build_loss
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainJob:
+    """Everything a (possibly separate) training process needs, as JSON-friendly paths and values."""
+
+    student_dir: str
+    output_dir: str
+    checkpoint_dir: str
+    sentences_file: str  # one sentence per line
+    labels_file: str  # teacher embeddings [N, D] (.npy)
+    config: dict[str, Any]  # DistillStage.model_dump()
+    seed: int
+    device: str
+    hidden_file: str | None = None  # pooled teacher hidden states [N, L, H] (.npy)
+    triplets_file: str | None = None  # [T, 3] sentence indices (.npy)
+    teacher_dir: str | None = None  # for attention distillation (online teacher)
+    dev_sts: dict[str, list] | None = None  # {"first", "second", "scores"} for evaluation during training
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(asdict(self), indent=2))
+
+    @classmethod
+    def load(cls, path: Path) -> TrainJob:
+        return cls(**json.loads(path.read_text()))
+
+
+def to_device(features: dict[str, Any], device: Any) -> dict[str, Any]:
+    """Move the tensors of a preprocessed batch to a device (other entries, like 'modality', stay)."""
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in features.items()}
+
+
+def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    mask = mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+
+
+class StudentForward(torch.nn.Module):
+    """Student + loss in one module, so DDP sees every trainable parameter (loss projections included)."""
+
+    def __init__(self, student: torch.nn.Module, loss: torch.nn.Module) -> None:
+        super().__init__()
+        self.student = student
+        self.loss = loss
+
+    def encode(self, texts: list[str], internals: bool = False) -> tuple[torch.Tensor, Any, Any, torch.Tensor]:
+        device = next(self.student.parameters()).device
+        features = to_device(self.student.preprocess(texts), device)
+        if not internals:
+            return self.student(features)["sentence_embedding"], None, None, features["input_ids"]
+        transformer = self.student[0]
+        out = transformer.auto_model(input_ids=features["input_ids"], attention_mask=features["attention_mask"],
+                                     output_hidden_states=True, output_attentions="attentions" in self.loss.needs)
+        features["token_embeddings"] = out.last_hidden_state
+        for module in list(self.student)[1:]:
+            features = module(features)
+        hidden = tuple(mean_pool(h, features["attention_mask"]) for h in out.hidden_states[1:])
+        return features["sentence_embedding"], hidden, out.attentions, features["input_ids"]
+
+    def forward(self, texts: list[str], targets: torch.Tensor, progress: float, teacher_hidden: Any = None,
+                teacher: Any = None, triplets: list[str] | None = None,
+                triplet_targets: torch.Tensor | None = None) -> torch.Tensor:
+        needs = self.loss.needs
+        internals = bool({"hidden", "attentions"} & needs)
+        emb, hidden, attentions, input_ids = self.encode(texts, internals)
+        batch = Batch(embeddings=emb, targets=targets, student_hidden=hidden, teacher_hidden=teacher_hidden,
+                      student_attentions=attentions)
+        if "attentions" in needs:
+            with torch.no_grad():
+                mask = (input_ids != self.student[0].tokenizer.pad_token_id).long()
+                batch.teacher_attentions = teacher(input_ids=input_ids, attention_mask=mask,
+                                                   output_attentions=True).attentions
+        if triplets is not None:
+            batch.triplet_embeddings = self.encode(triplets)[0].view(-1, 3, emb.shape[-1])
+            batch.triplet_targets = triplet_targets
+        return self.loss(batch, progress)
+
+
+def _dist() -> tuple[int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not torch.distributed.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        torch.distributed.init_process_group(backend=backend)
+    rank = torch.distributed.get_rank() if world > 1 else 0
+    return rank, world
+
+
+def sts_dev_spearman(student: torch.nn.Module, sts: dict[str, list]) -> float:
+    from edgedistill.data import StsPairs
+    from edgedistill.encoders import TorchEncoder
+    from edgedistill.evaluate import sts_spearman
+
+    was_training = student.training
+    student.eval()
+    with torch.no_grad():
+        score = sts_spearman(TorchEncoder(student), StsPairs(sts["first"], sts["second"], sts["scores"]), 64)
+    student.train(was_training)
+    return score
+
+
+def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def train(job: TrainJob) -> dict[str, Any]:
+    """Train the student in ``job.student_dir`` and save it to ``job.output_dir`` (rank 0)."""
+    from sentence_transformers import SentenceTransformer
+    from transformers import get_linear_schedule_with_warmup
+
+    from edgedistill.recipe import DistillStage
+
+    cfg = DistillStage.model_validate(job.config)
+    rank, world = _dist()
+    device = job.device if world == 1 or not job.device.startswith("cuda") else f"cuda:{rank}"
+    torch.manual_seed(job.seed)
+    sentences = Path(job.sentences_file).read_text(encoding="utf-8").split("\n")
+    labels = torch.from_numpy(np.load(job.labels_file))
+    hidden_targets = torch.from_numpy(np.load(job.hidden_file)).float() if job.hidden_file else None
+    triplets = np.load(job.triplets_file) if job.triplets_file else None
+    train_idx = np.arange(len(sentences))
+
+    attention = any(loss.type == "attention" for loss in cfg.losses)
+    student = SentenceTransformer(job.student_dir, device=device)
+    teacher = None
+    if attention:
+        student[0].auto_model.set_attn_implementation("eager")
+        teacher_st = SentenceTransformer(job.teacher_dir, device=device)
+        teacher = teacher_st[0].auto_model.eval()
+        teacher.set_attn_implementation("eager")
+    student_hidden = student[0].auto_model.config.hidden_size
+    teacher_hidden = hidden_targets.shape[-1] if hidden_targets is not None else student_hidden
+    loss = build_loss(cfg.losses, labels.shape[1], student_hidden, teacher_hidden).to(device)
+    module = StudentForward(student, loss).to(device)
+    model: torch.nn.Module = module
+    if world > 1:
+        model = torch.nn.parallel.DistributedDataParallel(module, find_unused_parameters=True)
+
+    if cfg.batch_size % (world * cfg.gradient_accumulation):
+        raise ValueError(f"batch_size {cfg.batch_size} must divide into {world} processes x "
+                         f"{cfg.gradient_accumulation} accumulation steps")
+    micro = cfg.batch_size // (world * cfg.gradient_accumulation)
+    steps_per_epoch = math.ceil(len(train_idx) / cfg.batch_size)
+    total_steps = max(1, math.ceil(steps_per_epoch * cfg.epochs))
+    decay = [p for n, p in module.named_parameters() if p.requires_grad and p.ndim > 1]
+    no_decay = [p for n, p in module.named_parameters() if p.requires_grad and p.ndim <= 1]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=cfg.learning_rate)
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
+    use_amp = device.startswith("cuda")
+    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
+
+    ckpt_dir = Path(job.checkpoint_dir)
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path = ckpt_dir / "latest.pt"
+    step, best_score, best_step, best_state, history = 0, -math.inf, 0, None, []
+    if ckpt_path.is_file():
+        state = torch.load(ckpt_path, map_location=device, weights_only=False)
+        module.load_state_dict(state["module"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        step, best_score, best_step, history = state["step"], state["best_score"], state["best_step"], state["history"]
+        best_state = state.get("best_state")
+        log.info("resuming training from step %d/%d (%s)", step, total_steps, ckpt_path)
+
+    def evaluate(at_step: int) -> None:
+        nonlocal best_score, best_step, best_state
+        if rank != 0 or job.dev_sts is None:
+            return
+        score = sts_dev_spearman(student, job.dev_sts)
+        history.append({"step": at_step, "sts_dev": score, **{k: v for k, v in loss.last.items()}})
+        log.info("step %d/%d: STS-b dev %.2f, loss terms %s", at_step, total_steps, score,
+                 {k: round(v, 5) for k, v in loss.last.items()})
+        if score > best_score:
+            best_score, best_step = score, at_step
+            if cfg.select_best:
+                best_state = {k: v.detach().cpu().clone() for k, v in student.state_dict().items()}
+
+    if step == 0 and cfg.eval_steps:
+        evaluate(0)
+    module.train()
+    t0 = time.perf_counter()
+    progress_bar = None
+    if rank == 0:
+        from tqdm.auto import tqdm
+
+        progress_bar = tqdm(total=total_steps, initial=step, desc="distill", unit="step")
+    while step < total_steps:
+        epoch, offset = divmod(step, steps_per_epoch)
+        generator = torch.Generator().manual_seed(job.seed + epoch)
+        order = train_idx[torch.randperm(len(train_idx), generator=generator).numpy()]
+        global_batch = order[offset * cfg.batch_size:(offset + 1) * cfg.batch_size]
+        optimizer.zero_grad(set_to_none=True)
+        for acc in range(cfg.gradient_accumulation):
+            start = (acc * world + rank) * micro
+            idx = global_batch[start:start + micro]
+            if len(idx) == 0:
+                continue
+            kwargs: dict[str, Any] = {"teacher": teacher}
+            if hidden_targets is not None:
+                kwargs["teacher_hidden"] = hidden_targets[idx].to(device)
+            if triplets is not None:
+                t_idx = np.arange(step * cfg.triplet_batch_size, (step + 1) * cfg.triplet_batch_size) % len(triplets)
+                rows = triplets[t_idx].reshape(-1)
+                kwargs["triplets"] = [sentences[i] for i in rows]
+                kwargs["triplet_targets"] = labels[rows].view(len(t_idx), 3, -1).to(device)
+            with torch.autocast(device_type="cuda", dtype=amp_dtype, enabled=use_amp):
+                value = model([sentences[i] for i in idx], labels[idx].to(device), step / total_steps, **kwargs)
+            (value / cfg.gradient_accumulation).backward()
+        torch.nn.utils.clip_grad_norm_(module.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        step += 1
+        if progress_bar is not None:
+            progress_bar.update(1)
+            progress_bar.set_postfix(loss=f"{float(value):.5f}")
+        if cfg.eval_steps and step % cfg.eval_steps == 0 and step < total_steps:
+            evaluate(step)
+        if cfg.checkpoint_steps and step % cfg.checkpoint_steps == 0 and step < total_steps and rank == 0:
+            _save_checkpoint(ckpt_path, {"module": module.state_dict(), "optimizer": optimizer.state_dict(),
+                                         "scheduler": scheduler.state_dict(), "step": step, "history": history,
+                                         "best_score": best_score, "best_step": best_step,
+                                         "best_state": best_state})
+    if progress_bar is not None:
+        progress_bar.close()
+    evaluate(step)
+    stats: dict[str, Any] = {"train_s": round(time.perf_counter() - t0, 1), "train_steps": step,
+                             "processes": world, "final_loss_terms": dict(loss.last), "history": history}
+    if rank == 0:
+        if cfg.select_best and best_state is not None and job.dev_sts is not None:
+            student.load_state_dict(best_state)
+            stats.update(best_step=best_step, best_sts_dev=best_score)
+            log.info("keeping the best checkpoint: step %d (STS-b dev %.2f)", best_step, best_score)
+        student.save(job.output_dir)
+        Path(job.output_dir, "train_stats.json").write_text(json.dumps(stats, indent=2))
+    if world > 1:
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+    return stats
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("WORLD_SIZE", "1"))))
+    train(TrainJob.load(Path(sys.argv[1])))
+
+
+if __name__ == "__main__":
+    main()
