@@ -80,6 +80,8 @@ class DistillStage(_Strict):
     losses: list[LossSpec] = Field(default_factory=lambda: [LossSpec(type="mse")], min_length=1)
     triplets: int = Field(default=0, ge=0, description="(anchor, entailed, contradicted) SNLI triplets for "
                           "pair losses (margin_mse, mnrl); their sentences are labelled by the teacher too.")
+    triplet_source: str = Field(default="snli", description="SNLI-format folder (snli_1.0_train_subset.jsonl) "
+                                "or catalog name that triplets come from.")
     triplet_batch_size: int = Field(default=32, gt=0)
     epochs: float = Field(default=1.0, gt=0)
     batch_size: int = Field(default=64, gt=0, description="Global batch (split across processes).")
@@ -116,6 +118,17 @@ class ExportStage(_Strict):
     max_abs_diff: float = Field(default=1e-4, gt=0, description="Gate: largest allowed |onnx - torch|.")
     min_cosine: float = Field(default=0.9999, gt=0, le=1, description="Gate: smallest allowed cosine(onnx, torch).")
     check_sentences: int = Field(default=64, gt=0)
+    optimize: Literal["auto", "always", "never"] = Field(
+        default="auto", description="onnxruntime transformer fusions: auto keeps them only when batch-1 latency "
+        "improves by min_speedup (and they pass the same gate); always; never.")
+    min_speedup: float = Field(default=1.05, ge=1.0, description="auto: plain p50 / optimised p50 needed to keep them.")
+    timing_sentences: int = Field(default=64, gt=0, description="Real sentences timed per round (batch 1).")
+    timing_rounds: int = Field(default=5, gt=0, description="Interleaved timing rounds per variant.")
+    tokenizer_in_graph: bool = Field(
+        default=False, description="Also ship model_with_tokenizer.onnx (strings in, embeddings out; WordPiece "
+        "tokenizers; needs the onnxruntime-extensions extra).")
+    tokenizer_in_graph_tolerance: float = Field(
+        default=1e-4, gt=0, description="Largest allowed |in-graph - two-file| embedding difference.")
 
 
 class QuantizeStage(_Strict):
@@ -133,14 +146,93 @@ class QuantizeStage(_Strict):
     on_fail: Literal["error", "warn"] = "error"
 
 
+class ProfileTarget(_Strict):
+    """Where to profile: 'local' (this machine) or a device over SSH (key-based login, python3 with
+    onnxruntime, numpy and tokenizers). In a recipe, the string ``local`` stands for ``{name: local}``."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+                      description="'local', or the device's name in the report.")
+    ssh: str | None = Field(default=None,
+                            description="Destination: user@host, or a Host alias from ~/.ssh/config.")
+    port: int | None = Field(default=None, gt=0, lt=65536)
+    identity_file: str | None = None
+    ssh_options: list[str] = Field(default_factory=list, description="Extra `ssh -o` options, e.g. "
+                                   "StrictHostKeyChecking=accept-new.")
+    python: str = Field(default="python3", description="Python on the device (inserted into the remote command).")
+    remote_dir: str = Field(default="/tmp/edgedistill-bench", description="Where the bundle is unpacked.")
+    keep: bool = Field(default=False, description="Leave the bundle and result on the device.")
+    connect_timeout_s: float = Field(default=15, gt=0)
+    timeout_s: float = Field(default=3600, gt=0, description="Longest a copy or bench run may take.")
+
+    @model_validator(mode="after")
+    def _local_or_ssh(self) -> ProfileTarget:
+        if self.name == "local" and self.ssh:
+            raise ValueError("'local' is this machine and takes no ssh; name the device instead, e.g. name: pi5")
+        if self.name != "local" and not self.ssh:
+            raise ValueError(f"target '{self.name}' needs ssh: user@host (or use 'local' for this machine)")
+        return self
+
+    @property
+    def is_local(self) -> bool:
+        return self.name == "local"
+
+
 class ProfileStage(_Strict):
-    """Measure latency, throughput and size of an ONNX artifact on this CPU."""
+    """Measure batch-1 latency, throughput, threads, cold start, memory and size per target, side by side."""
 
     type: Literal["profile"]
-    sentences: int = Field(default=200, gt=0, description="Real sentences timed one by one (batch 1).")
-    warmup: int = Field(default=20, ge=0)
-    batch_size: int = Field(default=32, gt=0)
-    threads: int = Field(default=0, ge=0, description="onnxruntime intra-op threads; 0 = all cores.")
+    targets: list[ProfileTarget] = Field(
+        default_factory=lambda: [ProfileTarget(name="local")], min_length=1,
+        description="Where to measure: 'local' (this machine) and/or SSH devices ({name, ssh, ...}).")
+    compare: list[Literal["teacher", "student", "onnx"]] = Field(
+        default_factory=lambda: ["teacher", "student", "onnx"],
+        description="Also measure, on 'local' with the same sentences: the teacher and PyTorch students (fp32) "
+        "and earlier ONNX artifacts of the chain, so speed-ups are side-by-side ratios.")
+    sentences: int = Field(default=200, gt=0, description="Real held-out sentences timed one by one (batch 1).")
+    warmup: int = Field(default=20, ge=0, description="Batch-1 calls before timing, per thread count.")
+    repeats: int = Field(default=5, gt=0, description="Rounds over all sentences (at most).")
+    min_repeats: int = Field(default=2, gt=0, description="Rounds at least, even past max_seconds.")
+    max_seconds: float = Field(default=20, gt=0, description="Stop adding rounds after this long.")
+    threads: list[int] = Field(default_factory=lambda: [0, 1], min_length=1,
+                               description="Intra-op thread counts; 0 = all cores; the first is the headline.")
+    batch_size: int = Field(default=32, gt=0, description="Batch size for throughput on the real sentences.")
+    batch_sizes: list[int] = Field(default_factory=lambda: [1, 8, 32], min_length=1)
+    seq_lengths: list[int] = Field(default_factory=lambda: [16, 64, 128], min_length=1)
+    cell_repeats: int = Field(default=5, gt=0, description="Timed calls per throughput cell (at most).")
+    cell_seconds: float = Field(default=3, gt=0, description="Time budget per throughput cell.")
+    cold_runs: int = Field(default=3, gt=0, description="Fresh processes for cold start and peak memory.")
+
+    @field_validator("threads", mode="before")
+    @classmethod
+    def _threads_list(cls, v: Any) -> Any:
+        return [v] if isinstance(v, int) else v
+
+    @field_validator("threads")
+    @classmethod
+    def _threads_non_negative(cls, v: list[int]) -> list[int]:
+        if any(x < 0 for x in v):
+            raise ValueError(f"thread counts must be >= 0 (0 = all cores); got {v}")
+        return v
+
+    @field_validator("batch_sizes", "seq_lengths")
+    @classmethod
+    def _positive(cls, v: list[int]) -> list[int]:
+        if any(x <= 0 for x in v):
+            raise ValueError(f"values must be > 0, e.g. [1, 8, 32]; got {v}")
+        return v
+
+    @field_validator("targets", mode="before")
+    @classmethod
+    def _local_shorthand(cls, v: Any) -> Any:
+        return [{"name": t} if isinstance(t, str) else t for t in v] if isinstance(v, list) else v
+
+    @field_validator("targets")
+    @classmethod
+    def _unique_targets(cls, v: list[ProfileTarget]) -> list[ProfileTarget]:
+        names = [t.name for t in v]
+        if len(set(names)) != len(names):
+            raise ValueError(f"target names must be unique; got {names}")
+        return v
 
 
 StageConfig = Annotated[
@@ -244,6 +336,8 @@ def _allowed_fields(loc: tuple) -> list[str]:
         if field is None:
             return []
         ann = field.annotation
+        if getattr(ann, "__origin__", None) is list:  # list[Model], e.g. profile targets
+            ann = ann.__args__[0]
         model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
         if part == "stages":
             model = None

@@ -44,6 +44,7 @@ def build_st_model(
     pooling: str = "mean",
     dense_out: int | None = None,
     normalize: bool = True,
+    dropout: float = 0.1,
     seed: int = 0,
 ) -> Path:
     """Save a random-init sentence-transformers model (Transformer, Pooling, [Dense], [Normalize])."""
@@ -66,6 +67,8 @@ def build_st_model(
         num_attention_heads=heads,
         intermediate_size=hidden * 4,
         max_position_embeddings=128,
+        hidden_dropout_prob=dropout,
+        attention_probs_dropout_prob=dropout,
     )
     if family == "bert":
         BertModel(BertConfig(**common)).save_pretrained(tmp)
@@ -115,4 +118,19 @@ def write_retrieval(dir_: Path, n_queries: int = 12, seed: int = 2) -> Path:
     }
     for name, items in rows.items():
         (dir_ / name).write_text("".join(json.dumps(r) + "\n" for r in items))
+    return dir_
+
+
+def write_snli(dir_: Path, n: int = 40, seed: int = 3) -> Path:
+    """An SNLI-shaped folder (train subset jsonl) with entailment and contradiction hypotheses per premise."""
+    import json
+
+    dir_.mkdir(parents=True, exist_ok=True)
+    premises = make_sentences(n, seed=seed)
+    rows = []
+    for i, premise in enumerate(premises):
+        rows.append({"sentence1": premise, "sentence2": " ".join(premise.split()[:3]) + ".", "gold_label": "entailment"})
+        rows.append({"sentence1": premise, "sentence2": make_sentences(1, seed=seed + 100 + i)[0],
+                     "gold_label": "contradiction"})
+    (dir_ / "snli_1.0_train_subset.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return dir_

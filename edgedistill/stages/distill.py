@@ -142,7 +142,7 @@ def trim_vocabulary(model: SentenceTransformer, sentences: list[str]) -> dict:
     auto.set_input_embeddings(new)
     auto.config.vocab_size = len(old_ids)
     auto.config.pad_token_id = new_tokenizer.pad_token_id
-    model[0].tokenizer = new_tokenizer
+    model[0].processor = new_tokenizer  # the Transformer module's tokenizer is its processor
     removed = len(vocab) - len(old_ids)
     log.info("vocabulary trimmed: %d -> %d tokens (%.1fM parameters, %.1f MB fp32 saved)", len(vocab),
              len(old_ids), removed * old.shape[1] / 1e6, removed * old.shape[1] * 4 / 1e6)
@@ -209,7 +209,7 @@ def run(cfg: DistillStage, ctx: StageContext) -> StageResult:
     triplet_rows = None
     if cfg.triplets:
         heldout = set(ctx.evaluator.data.heldout)
-        triplets = load_triplets("snli", cfg.triplets, seed, heldout)
+        triplets = load_triplets(cfg.triplet_source, cfg.triplets, seed, heldout)
         index = {s: i for i, s in enumerate(sentences)}
         for triplet in triplets:
             for s in triplet:

@@ -1,0 +1,174 @@
+"""Distillation training on tiny models: every loss, resume mid-training, best-checkpoint selection, DDP."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from edgedistill.recipe import DistillStage, LossSpec, StudentConfig
+from edgedistill.stages.distill import build_student, trim_vocabulary
+from edgedistill.training import TrainJob, train
+from tests.tiny import build_st_model, make_sentences, write_snli
+
+
+def _job(tmp_path: Path, world: dict, *, losses=None, dev=False, **changes) -> TrainJob:
+    """A training job over a 32-d tiny teacher's labels for a 16-d student projected to 32-d."""
+    from edgedistill.labelling import teacher_labels
+
+    hidden_layers = sorted({t for spec in (losses or []) if spec.type == "hidden" for t in spec.layer_map.values()})
+    sentences = make_sentences(64, seed=11)
+    labels, hidden = teacher_labels(world["teacher"], sentences, 16, "cpu", hidden_layers=hidden_layers)
+    settings = dict(student=StudentConfig(init=str(world["student"]), ridge_sentences=64),
+                    losses=losses or [LossSpec(type="mse")], batch_size=16, epochs=1, learning_rate=1e-3,
+                    eval_steps=0, checkpoint_steps=0)
+    cfg = DistillStage(type="distill", **{**settings, **changes})
+    student, _ = build_student(cfg.student, 32, labels.shape[1], sentences, labels, "cpu")
+    student.save(str(tmp_path / "init"))
+    (tmp_path / "s.txt").write_text("\n".join(sentences))
+    np.save(tmp_path / "labels.npy", labels)
+    if hidden is not None:
+        np.save(tmp_path / "hidden.npy", hidden)
+    triplets_file = None
+    if cfg.triplets:
+        np.save(tmp_path / "triplets.npy", np.arange(30).reshape(10, 3))
+        triplets_file = str(tmp_path / "triplets.npy")
+    sts = {"first": sentences[:20], "second": sentences[20:40], "scores": list(np.linspace(0, 5, 20))}
+    return TrainJob(student_dir=str(tmp_path / "init"), output_dir=str(tmp_path / "out"),
+                    checkpoint_dir=str(tmp_path / "ckpt"), sentences_file=str(tmp_path / "s.txt"),
+                    labels_file=str(tmp_path / "labels.npy"), config=cfg.model_dump(), seed=0, device="cpu",
+                    hidden_file=str(tmp_path / "hidden.npy") if hidden is not None else None,
+                    triplets_file=triplets_file, teacher_dir=str(world["teacher"]), dev_sts=sts if dev else None)
+
+
+@pytest.mark.parametrize("losses", [
+    [LossSpec(type="mse")],
+    [LossSpec(type="cosine"), LossSpec(type="kl", temperature=0.1, temperature_end=0.05, weight=0.5)],
+    [LossSpec(type="mse"), LossSpec(type="hidden", layer_map={0: 0, 2: 1})],
+    [LossSpec(type="mse"), LossSpec(type="margin_mse"), LossSpec(type="mnrl", weight=0.1)],
+], ids=["mse", "cosine+kl", "hidden", "pairs"])
+def test_each_loss_trains(tmp_path: Path, tiny_world: dict, losses: list) -> None:
+    triplets = 10 if any(spec.type in ("margin_mse", "mnrl") for spec in losses) else 0
+    job = _job(tmp_path, tiny_world, losses=losses, epochs=3, triplets=triplets)
+    stats = train(job)
+    assert stats["train_steps"] == 12
+    assert set(stats["final_loss_terms"]) == {spec.type for spec in losses}
+    assert all(np.isfinite(v) for v in stats["final_loss_terms"].values())
+    assert (Path(job.output_dir) / "modules.json").is_file()
+
+
+def test_mse_decreases(tmp_path: Path, tiny_world: dict) -> None:
+    from sentence_transformers import SentenceTransformer
+
+    job = _job(tmp_path, tiny_world, epochs=5)
+    labels = np.load(job.labels_file)
+    sentences = Path(job.sentences_file).read_text().split("\n")
+
+    def mse(path: str) -> float:
+        return float(((SentenceTransformer(path).encode(sentences) - labels) ** 2).mean())
+
+    before = mse(job.student_dir)
+    train(job)
+    assert mse(job.output_dir) < 0.8 * before
+
+
+def test_attention_distillation_needs_a_shared_tokenizer(tmp_path: Path) -> None:
+    teacher = build_st_model(tmp_path / "teacher", family="bert", hidden=16, layers=4)
+    world = {"teacher": teacher, "student": teacher}
+    job = _job(tmp_path, world, losses=[LossSpec(type="mse"), LossSpec(type="attention", layer_map={0: 1, 1: 3})],
+               student=StudentConfig(init=str(teacher), layers=[0, 3]))
+    job.student_dir = str(tmp_path / "student")
+    student, _ = build_student(StudentConfig(init=str(teacher), layers=[0, 3]), 32, 16,
+                               Path(job.sentences_file).read_text().split("\n"), np.load(job.labels_file), "cpu")
+    student.save(job.student_dir)
+    stats = train(job)
+    assert stats["final_loss_terms"]["attention"] > 0
+
+
+def test_resume_mid_training(tmp_path: Path, tiny_world: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    reference = train(_job(tmp_path / "a", tiny_world, epochs=3, checkpoint_steps=4))
+    job = _job(tmp_path / "b", tiny_world, epochs=3, checkpoint_steps=4)
+    real_step = torch.optim.AdamW.step
+    calls = {"n": 0}
+
+    def dying_step(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 7:
+            raise KeyboardInterrupt
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", dying_step)
+    with pytest.raises(KeyboardInterrupt):
+        train(job)
+    monkeypatch.setattr(torch.optim.AdamW, "step", real_step)
+    assert (Path(job.checkpoint_dir) / "latest.pt").is_file()
+    resumed = train(job)
+    assert resumed["train_steps"] == reference["train_steps"] == 12
+    from sentence_transformers import SentenceTransformer
+
+    sentences = make_sentences(8, seed=99)
+    a = SentenceTransformer(str(tmp_path / "a" / "out")).encode(sentences)
+    b = SentenceTransformer(job.output_dir).encode(sentences)
+    assert np.abs(a - b).max() < 0.02  # dropout masks differ after the restart; the weights barely do
+
+
+def test_best_checkpoint_is_kept(tmp_path: Path, tiny_world: dict) -> None:
+    stats = train(_job(tmp_path, tiny_world, dev=True, epochs=3, eval_steps=2))
+    steps = [h["step"] for h in stats["history"]]
+    assert steps[0] == 0 and steps[-1] == 12
+    best = max(stats["history"], key=lambda h: h["sts_dev"])
+    assert stats["best_step"] == best["step"] and stats["best_sts_dev"] == pytest.approx(best["sts_dev"])
+
+
+def test_ddp_two_processes_match_single_process(tmp_path: Path) -> None:
+    """torchrun with 2 CPU processes (gloo) reproduces the single-process model (same global batches)."""
+    world = {"teacher": build_st_model(tmp_path / "t", family="mpnet", hidden=32, layers=1, dropout=0.0),
+             "student": build_st_model(tmp_path / "s", family="bert", hidden=16, layers=2, dropout=0.0)}
+    single = _job(tmp_path / "single", world, epochs=2)
+    train(single)
+    ddp = _job(tmp_path / "ddp", world, epochs=2)
+    job_file = tmp_path / "ddp" / "job.json"
+    ddp.save(job_file)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "edgedistill.training", str(job_file)]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert '"processes": 2' in (Path(ddp.output_dir) / "train_stats.json").read_text()
+    from sentence_transformers import SentenceTransformer
+
+    sentences = make_sentences(16, seed=42)
+    a = SentenceTransformer(single.output_dir).encode(sentences)
+    b = SentenceTransformer(ddp.output_dir).encode(sentences)
+    init = SentenceTransformer(single.student_dir).encode(sentences)
+    assert np.abs(a - init).max() > 1e-2  # training moved the model...
+    assert np.abs(a - b).max() < 1e-4  # ...and DDP moved it the same way
+
+
+def test_trim_vocabulary_keeps_tokenisation(tmp_path: Path) -> None:
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(build_st_model(tmp_path / "m", family="bert", hidden=16, layers=1)))
+    corpus = make_sentences(30, seed=4)
+    before_tokens = [model[0].tokenizer.tokenize(s) for s in corpus]
+    before = model.encode(corpus)
+    info = trim_vocabulary(model, corpus)
+    assert info["vocab_after"] < info["vocab_before"] and info["vocab_params_saved"] > 0
+    assert [model[0].tokenizer.tokenize(s) for s in corpus] == before_tokens
+    assert np.allclose(model.encode(corpus), before, atol=1e-5)
+    model.save(str(tmp_path / "trimmed"))
+    reloaded = SentenceTransformer(str(tmp_path / "trimmed"))
+    assert np.allclose(reloaded.encode(corpus), before, atol=1e-5)
+
+
+def test_triplets_from_snli(tmp_path: Path) -> None:
+    from edgedistill.stages.distill import load_triplets
+
+    folder = write_snli(tmp_path / "snli")
+    triplets = load_triplets(str(folder), 10, seed=0, exclude=set())
+    assert len(triplets) == 10 and all(len(set(t)) == 3 for t in triplets)
+    excluded = load_triplets(str(folder), 100, seed=0, exclude={triplets[0][0]})
+    assert triplets[0][0] not in {t[0] for t in excluded}
