@@ -1,0 +1,110 @@
+"""Distillation benchmark: run the distill stage of the shipped recipes (and optional ablations) and tabulate
+parameters, STS-b, retrieval, retention vs the teacher and distill wall time.
+
+Run (from the repository root, on an otherwise idle machine):
+    .venv/bin/python benchmarks/distill.py                 # mpnet-to-tiny and mpnet-to-small
+    .venv/bin/python benchmarks/distill.py --ablation      # plus variants of the default recipe
+Writes benchmarks/results/distill.md and distill.json. Teacher labels are cached across runs; the label
+time column says how long labelling took in this run (0 when cached).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+
+# name -> (recipe, overrides applied to its distill stage)
+RECIPES = {
+    "mpnet-to-tiny": ("mpnet-to-tiny.yaml", []),
+    "mpnet-to-small": ("mpnet-to-small.yaml", []),
+}
+ABLATIONS = {
+    "tiny: init MiniLM-L6 layers [0,3,5]": ("mpnet-to-tiny.yaml", [
+        "stages.0.student.init=sentence-transformers/all-MiniLM-L6-v2", "stages.0.student.layers=[0, 3, 5]"]),
+    "tiny: random projection": ("mpnet-to-tiny.yaml", ["stages.0.student.projection=random"]),
+    "tiny: mse + in-batch KL": ("mpnet-to-tiny.yaml", [
+        "stages.0.losses=[{type: mse}, {type: kl, temperature: 0.05, weight: 0.05}]"]),
+    "tiny: no training (ridge projection only)": ("mpnet-to-tiny.yaml", ["stages.0.learning_rate=1e-12"]),
+}
+
+
+def run_one(label: str, recipe_file: str, overrides: list[str], runs_dir: Path) -> dict:
+    from edgedistill.recipe import load_recipe
+    from edgedistill.runner import Runner
+
+    recipe = load_recipe(ROOT / "recipes" / recipe_file, overrides)
+    recipe = recipe.model_copy(update={"stages": recipe.stages[:1], "name": f"bench-{recipe.name}"})
+    t0 = time.perf_counter()
+    runner = Runner(recipe, runs_dir)
+    records = runner.run()
+    wall = time.perf_counter() - t0
+    teacher, _ = runner.teacher_evaluation()
+    record = records[0]
+    ev, m = record.evaluation, record.metrics
+    return {
+        "variant": label,
+        "params_m": ev.get("params", 0) / 1e6,
+        "sts_spearman": ev.get("sts_spearman"),
+        "sts_retention_pct": 100 * ev["sts_spearman"] / teacher["sts_spearman"],
+        "retrieval_ndcg10": ev.get("retrieval_ndcg10"),
+        "retrieval_retention_pct": 100 * ev["retrieval_ndcg10"] / teacher["retrieval_ndcg10"],
+        "retrieval_ndcg10_cross": ev.get("retrieval_ndcg10_cross"),
+        "teacher_cosine": ev.get("teacher_cosine_mean"),
+        "sts_before_training": m.get("before_training", {}).get("sts_spearman"),
+        "label_s": m.get("label_s"),
+        "train_s": m.get("train_s"),
+        "distill_stage_s": record.timings.get("stage_s"),
+        "reused": record.reused,
+        "wall_s": wall,
+        "teacher_sts": teacher["sts_spearman"],
+        "teacher_retrieval": teacher["retrieval_ndcg10"],
+    }
+
+
+def to_markdown(rows: list[dict]) -> str:
+    t = rows[0]
+    lines = [
+        f"Teacher all-mpnet-base-v2: STS-b test {t['teacher_sts']:.2f}, retrieval nDCG@10 {t['teacher_retrieval']:.2f}.",
+        "",
+        "| variant | params M | STS-b | STS retention % | nDCG@10 | nDCG retention % | nDCG@10 vs teacher index "
+        "| cosine to teacher | STS before training | label s | train s | distill stage s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    f = lambda v, d=2: "–" if v is None else f"{v:.{d}f}"  # noqa: E731
+    for r in rows:
+        lines.append(
+            f"| {r['variant']} | {f(r['params_m'], 1)} | {f(r['sts_spearman'])} | {f(r['sts_retention_pct'], 1)} "
+            f"| {f(r['retrieval_ndcg10'])} | {f(r['retrieval_retention_pct'], 1)} | {f(r['retrieval_ndcg10_cross'])} "
+            f"| {f(r['teacher_cosine'], 4)} | {f(r['sts_before_training'])} | {f(r['label_s'], 0)} "
+            f"| {f(r['train_s'], 0)} | {f(r['distill_stage_s'], 0)}{' (reused)' if r['reused'] else ''} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ablation", action="store_true", help="also run variants of the default recipe")
+    parser.add_argument("--only", nargs="*", help="run only these variant names")
+    parser.add_argument("--runs-dir", type=Path, default=ROOT / "benchmarks" / "runs")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("edgedistill").setLevel(logging.INFO)
+    variants = dict(RECIPES, **(ABLATIONS if args.ablation else {}))
+    if args.only:
+        variants = {k: v for k, v in variants.items() if k in args.only}
+    rows = [run_one(label, recipe, overrides, args.runs_dir) for label, (recipe, overrides) in variants.items()]
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "distill.json").write_text(json.dumps(rows, indent=2) + "\n")
+    md = "# Distillation benchmark\n\nCommand: `.venv/bin/python benchmarks/distill.py" + \
+        (" --ablation" if args.ablation else "") + "`\n\n" + to_markdown(rows)
+    (RESULTS / "distill.md").write_text(md)
+    print(md)
+
+
+if __name__ == "__main__":
+    main()
