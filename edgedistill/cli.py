@@ -90,6 +90,53 @@ def recipes() -> None:
 
 
 @main.command()
+@click.argument("bundle", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.argument("texts", nargs=-1)
+@click.option("--file", "text_file", type=click.File("r"), help="Read texts from a file, one per line ('-': stdin).")
+@click.option("--format", "fmt", type=click.Choice(["json", "jsonl", "short"]), default="json", show_default=True,
+              help="json: one object with all embeddings; jsonl: one line per text; short: first values only.")
+@click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False),
+              help="Write to this file instead of stdout (a .npy name writes a float32 array).")
+@click.option("--tokenizer-in-graph", is_flag=True, help="Use model_with_tokenizer.onnx (needs onnxruntime-extensions).")
+@click.option("--threads", type=int, default=0, show_default=True, help="onnxruntime intra-op threads; 0 = all cores.")
+@click.option("--no-check", is_flag=True, help="Skip the sha256 check of the bundle's files.")
+def embed(bundle: Path, texts: tuple[str, ...], text_file, fmt: str, output: Path | None, tokenizer_in_graph: bool,
+          threads: int, no_check: bool) -> None:
+    """Embed TEXTS with a deploy BUNDLE (e.g. runs/mpnet-to-tiny/bundle), using only onnxruntime, tokenizers
+    and numpy: no torch."""
+    import json
+
+    import numpy as np
+
+    from edgedistill.runtime import load
+
+    items = list(texts) + ([line.rstrip("\n") for line in text_file if line.strip()] if text_file else [])
+    if not items:
+        _fail(EdgedistillError("embed: no texts; pass them as arguments or with --file FILE (one per line)"))
+    try:
+        model = load(bundle, tokenizer_in_graph=tokenizer_in_graph, threads=threads, check=not no_check)
+    except EdgedistillError as e:
+        _fail(e)
+    vectors = model.encode(items)
+    if output and output.suffix == ".npy":
+        np.save(output, vectors)
+        click.echo(f"wrote {vectors.shape[0]} x {vectors.shape[1]} float32 embeddings to {output}", err=True)
+        return
+    rows = [np.round(v.astype(float), 7).tolist() for v in vectors]
+    if fmt == "json":
+        text = json.dumps({"bundle": str(bundle), "dimension": int(vectors.shape[1]), "normalized": True,
+                           "texts": items, "embeddings": rows})
+    elif fmt == "jsonl":
+        text = "\n".join(json.dumps({"text": t, "embedding": r}) for t, r in zip(items, rows))
+    else:
+        text = "\n".join(f"{t}\t[{', '.join(f'{x:+.4f}' for x in r[:4])}, ...] ({len(r)}-d)" for t, r in zip(items, rows))
+    if output:
+        output.write_text(text + "\n")
+    else:
+        click.echo(text)
+
+
+@main.command()
 def assets() -> None:
     """List the built-in catalog of offline models and data sets."""
     from edgedistill.assets import catalog_summary

@@ -208,6 +208,10 @@ class Runner:
         teacher_metrics = self._teacher_record(teacher_metrics, measure=not all(r.reused for r in records))
         self._link_final(records)
         write_report(self.run_dir, self.recipe.name, teacher_metrics, records)
+        from edgedistill.bundle import write_bundle
+
+        data = self.eval_set()
+        write_bundle(self.run_dir, records, teacher_metrics, data.heldout or data.latency_sentences)
         return records
 
     def _teacher_record(self, quality: dict[str, float], measure: bool) -> dict[str, float]:
@@ -279,6 +283,10 @@ class Runner:
                                                  "input_path": str(input_.path)})
         write_json_atomic(work / "timings.json", timings)
         write_json_atomic(work / "metrics.json", metrics)
+        if cfg.type == "distill":
+            from edgedistill.bundle import write_model_card
+
+            write_model_card(ctx.artifact_dir, self.recipe, config, metrics)
         if final.exists():  # a folder without metrics.json is not a finished stage: replace it
             shutil.rmtree(final)
         os.replace(work, final)

@@ -1,20 +1,72 @@
 """Torch-free runtime: embed texts with an exported bundle using only onnxruntime, tokenizers and numpy.
 
 This module must never import torch or transformers: it is what an app or device runs.
+
+    from edgedistill.runtime import load
+    model = load("runs/mpnet-to-tiny/bundle")
+    vectors = model.encode(["A man is playing a guitar.", "Someone plays music."])   # (2, dim), L2-normalised
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
 import numpy as np
+
+from edgedistill.errors import EdgedistillError
+
+MANIFEST = "manifest.json"
+IN_GRAPH_MODEL = "model_with_tokenizer.onnx"
+KNOWN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+class BundleError(EdgedistillError):
+    """A bundle folder is missing a file, has a bad manifest or fails its checksums."""
 
 
 def normalise(x: np.ndarray) -> np.ndarray:
     """L2-normalise rows as float32."""
     x = np.asarray(x, dtype=np.float32)
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def read_manifest(path: Path) -> dict:
+    """The bundle's manifest.json, with a clear error when it is missing or not JSON."""
+    file = Path(path) / MANIFEST
+    if not file.is_file():
+        raise BundleError(f"{path}: not a bundle (no {MANIFEST}); pass a folder such as runs/<recipe>/bundle")
+    try:
+        return json.loads(file.read_text())
+    except json.JSONDecodeError as e:
+        raise BundleError(f"{file}: not valid JSON ({e})") from None
+
+
+def verify(path: Path, manifest: dict | None = None) -> None:
+    """Check every file listed in the manifest against its sha256."""
+    path = Path(path)
+    manifest = manifest or read_manifest(path)
+    for name, expected in manifest.get("sha256", {}).items():
+        file = path / name
+        if not file.is_file():
+            raise BundleError(f"{path}: {name} is listed in {MANIFEST} but missing")
+        digest = hashlib.sha256()
+        with open(file, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        if digest.hexdigest() != expected:
+            raise BundleError(f"{file}: sha256 mismatch (file changed or corrupt); re-copy the bundle")
+
+
+def _session(model_path: Path, threads: int, custom_ops: str | None = None):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    if custom_ops:
+        options.register_custom_ops_library(custom_ops)
+    return ort.InferenceSession(str(model_path), sess_options=options, providers=["CPUExecutionProvider"])
 
 
 class OnnxEncoder:
@@ -24,33 +76,31 @@ class OnnxEncoder:
     """
 
     def __init__(self, path: Path, threads: int = 0, model_file: str = "model.onnx") -> None:
-        import onnxruntime as ort
         from tokenizers import Tokenizer
 
         path = Path(path)
-        manifest = json.loads((path / "manifest.json").read_text())
+        manifest = read_manifest(path)
+        self.manifest = manifest
         self.max_seq_length = int(manifest["max_seq_length"])
         self.input_names = list(manifest["inputs"])
+        unknown = [n for n in self.input_names if n not in KNOWN_INPUTS]
+        if unknown:
+            raise BundleError(f"{path}: {MANIFEST} names inputs {unknown}; this runtime feeds {list(KNOWN_INPUTS)}")
         self.dimension = int(manifest["dimension"])
-        self.tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
+        self.tokenizer = Tokenizer.from_file(str(path / manifest.get("tokenizer", "tokenizer.json")))
         self.tokenizer.enable_truncation(max_length=self.max_seq_length)
         self.tokenizer.enable_padding(pad_id=int(manifest["pad_token_id"]), pad_token=manifest["pad_token"])
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
         self.model_path = path / model_file
-        self.session = ort.InferenceSession(
-            str(self.model_path), sess_options=options, providers=["CPUExecutionProvider"]
-        )
+        self.session = _session(self.model_path, threads)
 
     def _feeds(self, sentences: list[str]) -> dict[str, np.ndarray]:
         encodings = self.tokenizer.encode_batch(sentences)
-        feeds = {
-            "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
-            "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
+        columns = {
+            "input_ids": lambda e: e.ids,
+            "attention_mask": lambda e: e.attention_mask,
+            "token_type_ids": lambda e: e.type_ids,
         }
-        if "token_type_ids" in self.input_names:
-            feeds["token_type_ids"] = np.array([e.type_ids for e in encodings], dtype=np.int64)
-        return feeds
+        return {name: np.array([columns[name](e) for e in encodings], dtype=np.int64) for name in self.input_names}
 
     def encode(self, sentences: list[str], batch_size: int = 64) -> np.ndarray:
         sentences = list(sentences)
@@ -61,3 +111,43 @@ class OnnxEncoder:
             idx = order[start : start + batch_size]
             out[idx] = self.session.run(None, self._feeds([sentences[i] for i in idx]))[0]
         return normalise(out)
+
+
+class InGraphEncoder:
+    """The tokenizer-in-graph variant (model_with_tokenizer.onnx): strings in, embeddings out.
+
+    Needs onnxruntime-extensions for the tokenizer op; no tokenizers library is involved.
+    """
+
+    def __init__(self, path: Path, threads: int = 0, model_file: str = IN_GRAPH_MODEL) -> None:
+        path = Path(path)
+        self.manifest = read_manifest(path)
+        self.dimension = int(self.manifest["dimension"])
+        self.model_path = path / model_file
+        if not self.model_path.is_file():
+            raise BundleError(f"{path}: no {model_file}; export with tokenizer_in_graph: true to get one")
+        try:
+            from onnxruntime_extensions import get_library_path
+        except ImportError:
+            raise BundleError("the tokenizer-in-graph model needs onnxruntime-extensions: "
+                              "pip install onnxruntime-extensions (or edgedistill[extensions])") from None
+        self.session = _session(self.model_path, threads, get_library_path())
+
+    def encode(self, sentences: list[str], batch_size: int = 64) -> np.ndarray:
+        sentences = list(sentences)
+        out = np.zeros((len(sentences), self.dimension), dtype=np.float32)
+        for start in range(0, len(sentences), batch_size):
+            chunk = np.array(sentences[start : start + batch_size], dtype=object)
+            out[start : start + len(chunk)] = self.session.run(None, {"text": chunk})[0]
+        return normalise(out)
+
+
+def load(path: str | Path, *, tokenizer_in_graph: bool = False, threads: int = 0,
+         check: bool = True) -> OnnxEncoder | InGraphEncoder:
+    """Open a deploy bundle for encoding; ``check`` verifies every file's sha256 first."""
+    path = Path(path)
+    if not path.is_dir():
+        raise BundleError(f"{path}: no such bundle folder")
+    if check:
+        verify(path)
+    return InGraphEncoder(path, threads) if tokenizer_in_graph else OnnxEncoder(path, threads)

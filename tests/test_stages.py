@@ -84,40 +84,6 @@ def test_teacher_labels_are_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert np.array_equal(teacher_labels(teacher, sentences, 4, "cpu")[0], first)
 
 
-@pytest.mark.parametrize(
-    ("family", "pooling", "dense", "exporter"),
-    [("bert", "mean", None, "torchscript"), ("mpnet", "cls", 24, "torchscript"), ("bert", "max", 8, "dynamo")],
-)
-def test_export_matches_torch(tmp_path: Path, family: str, pooling: str, dense: int | None, exporter: str) -> None:
-    model = build_st_model(tmp_path / "st", family=family, hidden=16, layers=2, pooling=pooling, dense_out=dense)
-    ctx = _ctx(tmp_path, Artifact("sentence-transformer", model, "k"), FakeEvaluator([]))
-    result = export.run(ExportStage(type="export", exporter=exporter), ctx)
-    assert result.metrics["validation"]["max_abs_diff"] < 1e-4
-    manifest = json.loads((ctx.artifact_dir / "manifest.json").read_text())
-    assert manifest["pooling"] == pooling and manifest["dimension"] == (dense or 16)
-    assert set(manifest["sha256"]) >= {"model.onnx", "tokenizer.json"}
-
-
-def test_broken_export_fires_the_gate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import torch
-
-    model = build_st_model(tmp_path / "st", family="bert", hidden=16, layers=2)
-    real = export.build_graph_module
-
-    class Broken(torch.nn.Module):
-        def __init__(self, inner: torch.nn.Module) -> None:
-            super().__init__()
-            self.inner = inner
-
-        def forward(self, input_ids, attention_mask):  # a bug in the graph: shifts the embedding
-            return torch.nn.functional.normalize(self.inner(input_ids, attention_mask) + 0.05, dim=1)
-
-    monkeypatch.setattr(export, "build_graph_module", lambda m: Broken(real(m)))
-    ctx = _ctx(tmp_path, Artifact("sentence-transformer", model, "k"), FakeEvaluator([]))
-    with pytest.raises(GateError, match="export validation failed: max abs diff"):
-        export.run(ExportStage(type="export", exporter="torchscript"), ctx)
-
-
 def test_quantize_searches_then_keeps_first_setting_within_budget(tmp_path: Path, bundle: Path) -> None:
     ctx = _ctx(tmp_path, Artifact("onnx", bundle, "k"), FakeEvaluator([70.0, 79.5]), {"sts_spearman": 80.0})
     result = quantize.run(QuantizeStage(type="quantize", max_drop=0.01), ctx)
