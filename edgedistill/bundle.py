@@ -84,9 +84,9 @@ def write_bundle(run_dir: Path, records: list[StageRecord], teacher: dict[str, A
         log.info("bundle: the final artifact (%s) is not an ONNX bundle; nothing to ship", source)
         return None
     manifest = json.loads((source / "manifest.json").read_text())
+    for leftover in run_dir.glob(f".{BUNDLE_DIR}.*"):  # from a run killed while writing its bundle
+        shutil.rmtree(leftover, ignore_errors=True)
     tmp = run_dir / f".{BUNDLE_DIR}.{os.getpid()}.tmp"
-    if tmp.exists():
-        shutil.rmtree(tmp)
     tmp.mkdir()
     for name in (manifest["model"], manifest["tokenizer"]):
         shutil.copy2(source / name, tmp / name)

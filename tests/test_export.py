@@ -13,10 +13,10 @@ import pytest
 from edgedistill import optimize
 from edgedistill.errors import GateError, RecipeError
 from edgedistill.evaluate import EvalSet
-from edgedistill.recipe import ExportStage, QuantizeStage
+from edgedistill.recipe import ExportStage
 from edgedistill.runner import Artifact, StageContext
 from edgedistill.runtime import InGraphEncoder, OnnxEncoder
-from edgedistill.stages import export, quantize
+from edgedistill.stages import export
 from tests.tiny import build_st_model, make_sentences
 
 FAST = {"timing_sentences": 4, "timing_rounds": 3}
@@ -109,12 +109,21 @@ def test_always_optimize_fuses_and_passes_the_gate(fused: tuple[Path, dict]) -> 
 
 
 def test_fused_graph_still_quantizes(tmp_path: Path, fused: tuple[Path, dict]) -> None:
+    """The quantize stage consumes this artifact: onnxruntime's dynamic INT8 must accept the fused graph."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
     bundle, _ = fused
-    quantize.quantize_dynamic_int8(bundle / "model.onnx", tmp_path / "model.onnx",
-                                   QuantizeStage(type="quantize", op_types=["MatMul", "Attention"]), [])
-    ops = _ops(tmp_path / "model.onnx")
-    assert {"MatMulInteger", "QAttention"} <= ops
-    assert len(quantize.ffn_down_projections(bundle / "model.onnx")) == 2  # still found in the fused graph
+    for op_types, expected in ((["MatMul"], {"MatMulInteger", "Attention"}),
+                               (["MatMul", "Attention"], {"MatMulInteger", "QAttention"})):
+        target = tmp_path / f"{len(op_types)}.onnx"
+        quantize_dynamic(str(bundle / "model.onnx"), str(target), op_types_to_quantize=op_types,
+                         weight_type=QuantType.QInt8)
+        assert expected <= _ops(target)
+    # The feed-forward down-projections (weights [4h, h]) stay plain MatMuls that a search can keep in fp32.
+    graph = onnx.load(str(bundle / "model.onnx")).graph
+    shapes = {t.name: tuple(t.dims) for t in graph.initializer}
+    down = [n for n in graph.node if n.op_type == "MatMul" and any(shapes.get(i) == (64, 16) for i in n.input)]
+    assert len(down) == 2
 
 
 @pytest.mark.parametrize(("plain_ms", "optimized_ms", "applied"), [(1.0, 0.8, True), (1.0, 0.99, False)])
