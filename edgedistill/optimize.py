@@ -31,11 +31,14 @@ def fuse_transformer(source: Path, target: Path, num_heads: int, hidden_size: in
     onnxruntime contrib ops (com.microsoft), not hardware-specific layouts baked in by a session.
     Returns the count of each fused operator.
     """
+    import onnx
     from onnxruntime.transformers.optimizer import optimize_model
 
+    graph = onnx.load(str(source))
+    split_unsqueezes(graph)
     # "bert" is the optimiser's encoder-only family; MPNet's relative position bias simply leaves its
     # attention unfused (the latency check then decides whether the rest pays).
-    optimized = optimize_model(str(source), model_type="bert", num_heads=num_heads, hidden_size=hidden_size,
+    optimized = optimize_model(graph, model_type="bert", num_heads=num_heads, hidden_size=hidden_size,
                                opt_level=0, use_gpu=False)
     model = optimized.model
     try:
@@ -46,12 +49,43 @@ def fuse_transformer(source: Path, target: Path, num_heads: int, hidden_size: in
         model = SymbolicShapeInference.infer_shapes(model, auto_merge=True, guess_output_rank=False)
     except Exception as e:  # noqa: BLE001 - the fused graph still runs; only quantization would suffer
         log.warning("symbolic shape inference of the fused graph failed (%s); INT8 quantization of it may fail", e)
-    import onnx
-
     domains = {n.domain for n in model.graph.node} - {"", "ai.onnx"} - {o.domain for o in model.opset_import}
     model.opset_import.extend(onnx.helper.make_opsetid(d, 1) for d in sorted(domains))
     onnx.save(model, str(target))
     return {k: int(v) for k, v in optimized.get_fused_operator_statistics().items() if v}
+
+
+def split_unsqueezes(model: Any) -> int:
+    """Rewrite each Unsqueeze over several axes as a chain of single-axis Unsqueezes, in place.
+
+    The dynamo exporter merges the attention mask's two Unsqueezes into one; onnxruntime's attention
+    fusion only recognises the two-step form, so without this dynamo graphs keep unfused attention.
+    Returns how many nodes were split.
+    """
+    from onnx import helper, numpy_helper
+
+    g = model.graph
+    constants = {t.name: t for t in g.initializer}
+    constants |= {n.output[0]: n.attribute[0].t for n in g.node if n.op_type == "Constant" and n.attribute}
+    nodes, split = [], 0
+    for node in g.node:
+        axes = None
+        if node.op_type == "Unsqueeze" and len(node.input) > 1 and node.input[1] in constants:
+            axes = [int(a) for a in numpy_helper.to_array(constants[node.input[1]]).ravel()]
+        if not axes or len(axes) < 2 or min(axes) < 0:
+            nodes.append(node)
+            continue
+        current = node.input[0]
+        for k, axis in enumerate(sorted(axes)):
+            axis_name = f"{node.name or node.output[0]}_axis{k}"
+            g.initializer.append(numpy_helper.from_array(np.array([axis], dtype=np.int64), axis_name))
+            out = node.output[0] if k == len(axes) - 1 else f"{node.output[0]}_step{k}"
+            nodes.append(helper.make_node("Unsqueeze", [current, axis_name], [out], name=f"{node.name}_step{k}"))
+            current = out
+        split += 1
+    del g.node[:]
+    g.node.extend(nodes)
+    return split
 
 
 def interleaved_latency(encoders: dict[str, Any], sentences: list[str], rounds: int,

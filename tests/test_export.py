@@ -86,14 +86,17 @@ def test_broken_export_fires_the_gate(tmp_path: Path, monkeypatch: pytest.Monkey
         export.run(ExportStage(type="export", exporter="torchscript"), _ctx(tmp_path, model))
 
 
+def _export_fused(root: Path, exporter: str) -> tuple[Path, dict]:
+    model = build_st_model(root / "st", family="bert", hidden=16, layers=2, heads=2)
+    ctx = _ctx(root, model)
+    result = export.run(ExportStage(type="export", exporter=exporter, optimize="always", **FAST), ctx)
+    return ctx.artifact_dir, result.metrics
+
+
 @pytest.fixture(scope="module")
 def fused(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     """A tiny BERT exported with optimize: always."""
-    root = tmp_path_factory.mktemp("fused")
-    model = build_st_model(root / "st", family="bert", hidden=16, layers=2, heads=2)
-    ctx = _ctx(root, model)
-    result = export.run(ExportStage(type="export", exporter="torchscript", optimize="always", **FAST), ctx)
-    return ctx.artifact_dir, result.metrics
+    return _export_fused(tmp_path_factory.mktemp("fused"), "torchscript")
 
 
 def test_always_optimize_fuses_and_passes_the_gate(fused: tuple[Path, dict]) -> None:
@@ -106,6 +109,14 @@ def test_always_optimize_fuses_and_passes_the_gate(fused: tuple[Path, dict]) -> 
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert manifest["graph"]["optimized"] and not (bundle / export.OPTIMIZED_FILE).exists()
     assert "| optimised |" in export.report_section(metrics)
+
+
+def test_dynamo_graphs_get_attention_fusion_too(tmp_path: Path) -> None:
+    """The dynamo exporter merges the mask's Unsqueezes; they are split so the attention fusion applies."""
+    bundle, metrics = _export_fused(tmp_path, "dynamo")
+    assert metrics["optimization"]["fusions"]["Attention"] == 2
+    assert "Attention" in _ops(bundle / "model.onnx")
+    assert metrics["optimization"]["validation"]["max_abs_diff"] < 1e-4
 
 
 def test_fused_graph_still_quantizes(tmp_path: Path, fused: tuple[Path, dict]) -> None:
