@@ -66,13 +66,37 @@ def validate(recipe: Path, overrides: tuple[str, ...]) -> None:
 
 
 @main.command()
-@click.argument("run_dir", type=click.Path(path_type=Path, exists=True, file_okay=False))
-def report(run_dir: Path) -> None:
-    """Regenerate report.md and report.json of RUN_DIR (runs/<recipe name>)."""
-    from edgedistill.report import regenerate
+@click.argument("run_dirs", nargs=-1, required=True, metavar="RUN_DIR [RUN_B]",
+                type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.option("--merge", "merge_files", multiple=True, metavar="RESULT.json",
+              type=click.Path(path_type=Path, exists=True, dir_okay=False),
+              help="Add a device's result.json (bench.py from a bench bundle, run by hand) to RUN_DIR first.")
+@click.option("--label", default=None, help="Device name for --merge (default: the --label given to bench.py).")
+@click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Folder for the comparison files of two runs (default: the current folder).")
+def report(run_dirs: tuple[Path, ...], merge_files: tuple[Path, ...], label: str | None, out: Path | None) -> None:
+    """Regenerate report.md/.json/.html of RUN_DIR (runs/<recipe name>), or compare two runs side by side.
 
+    \b
+    edgedistill report runs/mpnet-to-tiny                       # regenerate
+    edgedistill report runs/mpnet-to-tiny --merge result.json   # add a device's bench result
+    edgedistill report runs/A runs/B                            # compare-A-vs-B.md/.json/.html
+    """
+    from edgedistill.report import compare, merge, regenerate
+
+    if len(run_dirs) > 2:
+        raise click.UsageError("give one run folder (regenerate) or two (compare)")
+    if len(run_dirs) == 2 and (merge_files or label):
+        raise click.UsageError("--merge/--label work on one run folder: merge first, then compare")
+    if label and len(merge_files) != 1:
+        raise click.UsageError("--label names one merged device: give exactly one --merge file with it")
     try:
-        path = regenerate(run_dir)
+        if len(run_dirs) == 2:
+            path = compare(run_dirs[0], run_dirs[1], out)
+        else:
+            for result in merge_files:
+                merge(run_dirs[0], result, label)
+            path = regenerate(run_dirs[0])
     except EdgedistillError as e:
         _fail(e)
     click.echo(path.read_text())

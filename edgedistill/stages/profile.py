@@ -1,68 +1,119 @@
-"""Profile: batch-1 latency over real sentences, batched throughput and size of an ONNX bundle."""
+"""Profile: batch-1 latency percentiles, throughput, threads, cold start, memory and size of an ONNX bundle on
+each target, with the teacher and the chain's earlier artifacts measured beside it on this machine.
+
+The heavy lifting is in edgedistill.profiling: a self-contained bench bundle (written into this stage's folder,
+``bench/``, so it can be copied to a device and run by hand) is run here and on SSH devices; PyTorch models
+are measured by the same timing code in a worker process.
+"""
 
 from __future__ import annotations
 
 import logging
-import os
-import platform
-import time
+from pathlib import Path
+from typing import Any
 
-import numpy as np
-
+from edgedistill.errors import EdgedistillError
 from edgedistill.recipe import ProfileStage
-from edgedistill.runner import StageContext, StageResult, artifact_size_mb
+from edgedistill.runner import StageContext, StageResult
 
 log = logging.getLogger(__name__)
 
 
-def host_facts() -> dict[str, object]:
-    import onnxruntime
+def pick_sentences(data: Any, n: int) -> list[str]:
+    """The first ``n`` held-out sentences of the evaluation set (never trained on), else its latency sample."""
+    pool = list(data.heldout or data.latency_sentences or (data.sts.first if data.sts else []))
+    if not pool:
+        raise EdgedistillError("profile: the evaluation set has no sentences to time; set evaluation.heldout "
+                               "(e.g. snli-heldout) or evaluation.sts in the recipe")
+    if len(pool) < n:
+        log.warning("profile: only %d held-out sentences (asked for %d); timing those", len(pool), n)
+    return pool[:n]
 
-    cpu = platform.processor() or ""
-    try:
-        for line in open("/proc/cpuinfo", encoding="utf-8"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "machine": platform.machine(), "cores": os.cpu_count(),
-            "onnxruntime": onnxruntime.__version__, "python": platform.python_version()}
+
+def host_facts() -> dict[str, Any]:
+    """CPU model, architecture, ISA features, cores and library versions of this machine."""
+    from edgedistill.profiling.bench import host_facts as facts
+
+    return facts()
 
 
 def run(cfg: ProfileStage, ctx: StageContext) -> StageResult:
-    from edgedistill.runtime import OnnxEncoder
+    from edgedistill.profiling.bench import headline
+    from edgedistill.profiling.profiler import (
+        ChainItem,
+        bench_settings,
+        is_sentence_transformer,
+        profile,
+        speedups,
+        upstream_chain,
+    )
 
-    data = ctx.evaluator.data
-    pool = data.heldout or data.latency_sentences
-    sentences = [pool[i % len(pool)] for i in range(cfg.sentences)]
-    t0 = time.perf_counter()
-    encoder = OnnxEncoder(ctx.input.path, threads=cfg.threads)
-    encoder.encode(sentences[:1], batch_size=1)
-    cold_start_ms = (time.perf_counter() - t0) * 1000
-
-    for s in sentences[: cfg.warmup]:
-        encoder.encode([s], batch_size=1)
-    times = []
-    for s in sentences:
-        t = time.perf_counter()
-        encoder.encode([s], batch_size=1)
-        times.append((time.perf_counter() - t) * 1000)
-    t = time.perf_counter()
-    encoder.encode(sentences, batch_size=cfg.batch_size)
-    throughput = len(sentences) / (time.perf_counter() - t)
-
+    sentences = pick_sentences(ctx.evaluator.data, cfg.sentences)
+    settings = bench_settings(cfg)
+    chain = upstream_chain(ctx.input.path, ctx.input.kind)
+    item = chain[-1]
+    compare: list[ChainItem] = []
+    if "teacher" in cfg.compare:
+        if is_sentence_transformer(ctx.teacher):
+            compare.append(ChainItem("teacher", "teacher", "teacher", Path(ctx.teacher)))
+        else:
+            log.warning("profile: teacher %s is not a sentence-transformers folder; not measured", ctx.teacher)
+    for c in chain[:-1]:
+        if (c.kind == "sentence-transformer" and "student" in cfg.compare) or (c.kind == "onnx" and "onnx" in cfg.compare):
+            compare.append(c)
+    run_dir = ctx.work_dir.parent
+    measurements = profile(item, sentences, settings, cfg.targets, ctx.work_dir, compare,
+                           run_dir=str(run_dir))
+    first = next(m for m in measurements if m["profiled"])
+    ratios = speedups(measurements, first["target"])
     metrics = {
-        "latency_ms_p50": float(np.percentile(times, 50)),
-        "latency_ms_p90": float(np.percentile(times, 90)),
-        "latency_ms_p99": float(np.percentile(times, 99)),
-        "throughput_per_s": float(throughput),
-        "throughput_batch_size": cfg.batch_size,
-        "cold_start_ms": cold_start_ms,
-        "size_mb": artifact_size_mb(ctx.input.path),
-        "threads": cfg.threads or os.cpu_count(),
-        "host": host_facts(),
+        **{k: v for k, v in headline(first["result"]).items()},
+        "target": first["target"],
+        "speedup_vs_teacher": ratios.get(item.dir),
+        "host": first["result"]["host"],
+        "settings": settings,
+        "sentences": first["result"]["sentences"],
+        "bench_bundle": "bench",
+        "measurements": measurements,
     }
-    log.info("profile: p50 %.2f ms, p90 %.2f ms, %.0f sentences/s at batch %d, %.1f MB",
-             metrics["latency_ms_p50"], metrics["latency_ms_p90"], throughput, cfg.batch_size, metrics["size_mb"])
     return StageResult(metrics=metrics, passthrough=True)
+
+
+def _fmt(v: Any, digits: int = 2) -> str:
+    return "–" if v is None else f"{v:.{digits}f}" if isinstance(v, float) else str(v)
+
+
+def report_section(metrics: dict[str, Any]) -> str | None:
+    """Per-target detail: latency by thread count, throughput over batch sizes x sequence lengths, the bundle."""
+    measurements = metrics.get("measurements")
+    if not measurements:
+        return None
+    lines = []
+    targets = list(dict.fromkeys(m["target"] for m in measurements))
+    for target in targets:
+        ms = [m for m in measurements if m["target"] == target]
+        threads = list(dict.fromkeys(t for m in ms for t in m["result"]["threads"]))
+        lines += [f"**{target}**: batch-1 p50 ms (p90) by intra-op threads", "",
+                  "| model | " + " | ".join(f"{t} thread{'s' if t > 1 else ''}" for t in threads) + " |",
+                  "|---|" + "---|" * len(threads)]
+        for m in ms:
+            lat = m["result"]["latency_ms"]
+            cells = [f"{lat[str(t)]['p50']:.2f} ({lat[str(t)]['p90']:.2f})" if str(t) in lat else "–" for t in threads]
+            lines.append(f"| {m['label']} | " + " | ".join(cells) + " |")
+        grid_keys = list(dict.fromkeys((g["batch"], g["seq"]) for m in ms for g in m["result"]["throughput"]["grid"]))
+        headline_threads = ms[0]["result"]["headline_threads"]
+        lines += ["", (f"**{target}**: throughput, sequences/s at {headline_threads} thread(s) (each sequence "
+                       "exactly that many tokens of real text)"), "",
+                  "| batch x tokens | " + " | ".join(m["label"] for m in ms) + " |", "|---|" + "---|" * len(ms)]
+        for batch, seq in grid_keys:
+            cells = []
+            for m in ms:
+                cell = next((g for g in m["result"]["throughput"]["grid"] if (g["batch"], g["seq"]) == (batch, seq)),
+                            None)
+                cells.append(f"{cell['seq_per_s']:.1f}" if cell else "–")
+            lines.append(f"| {batch} x {seq} | " + " | ".join(cells) + " |")
+        lines.append("")
+    lines.append(f"Bench bundle: `{metrics.get('bench_bundle', 'bench')}/` in this stage's folder (model, tokenizer, "
+                 "sentences, settings, bench.py). Copy it to a device, run `python3 bench.py --label NAME "
+                 "--out result.json` there, then `edgedistill report RUN_DIR --merge result.json`.")
+    return "\n".join(lines)
