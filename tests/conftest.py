@@ -51,7 +51,7 @@ def tiny_recipe(world: dict[str, Path], **changes: object) -> dict:
                        "latency_sentences": 5, "batch_size": 16},
         "stages": [
             {"type": "distill", "student": {"init": str(world["student"]), "layers": [0, 2],
-                                            "ridge_sentences": 100},
+                                            "projection_sentences": 100},
              "train_sentences": 200, "epochs": 1, "batch_size": 32},
             {"type": "export", "exporter": "torchscript"},
             {"type": "quantize", "max_drop": 0.5, "on_fail": "warn"},

@@ -54,11 +54,25 @@ def test_ridge_projection_recovers_a_linear_map() -> None:
     assert np.linalg.norm(w_strong) < 0.5 * np.linalg.norm(w_true)
 
 
+def test_procrustes_projection_keeps_cosines() -> None:
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(200, 8))
+    y = np.concatenate([x, rng.normal(size=(200, 8))], axis=1) @ np.linalg.qr(rng.normal(size=(16, 16)))[0]
+    w = distill.procrustes_projection(x, y)
+    assert np.allclose(w @ w.T, np.eye(8), atol=1e-5)  # orthonormal rows
+    xn = x / np.linalg.norm(x, axis=1, keepdims=True)
+    projected = xn @ w
+    assert np.allclose(projected @ projected.T, xn @ xn.T, atol=1e-5)  # every cosine kept
+    yn = y / np.linalg.norm(y, axis=1, keepdims=True)
+    random_w = np.linalg.qr(rng.normal(size=(16, 8)))[0].T
+    assert (projected * yn).sum(1).mean() > (xn @ random_w * yn).sum(1).mean() + 0.2  # and aligned with y
+
+
 def test_build_student_keeps_layers_and_projects(tmp_path: Path) -> None:
     init = build_st_model(tmp_path / "init", family="bert", hidden=16, layers=3)
     sentences = make_sentences(60)
     labels = np.random.default_rng(0).normal(size=(60, 32)).astype(np.float32)
-    cfg = StudentConfig(init=str(init), layers=[0, 2], ridge_sentences=60)
+    cfg = StudentConfig(init=str(init), layers=[0, 2], projection_sentences=60)
     student, info = distill.build_student(cfg, 32, 32, sentences, labels, "cpu")
     assert len(student[0].auto_model.encoder.layer) == 2
     assert student.get_embedding_dimension() == 32

@@ -23,7 +23,7 @@ def _job(tmp_path: Path, world: dict, *, losses=None, dev=False, **changes) -> T
     hidden_layers = sorted({t for spec in (losses or []) if spec.type == "hidden" for t in spec.layer_map.values()})
     sentences = make_sentences(64, seed=11)
     labels, hidden = teacher_labels(world["teacher"], sentences, 16, "cpu", hidden_layers=hidden_layers)
-    settings = dict(student=StudentConfig(init=str(world["student"]), ridge_sentences=64),
+    settings = dict(student=StudentConfig(init=str(world["student"]), projection_sentences=64),
                     losses=losses or [LossSpec(type="mse")], batch_size=16, epochs=1, learning_rate=1e-3,
                     eval_steps=0, checkpoint_steps=0)
     cfg = DistillStage(type="distill", **{**settings, **changes})

@@ -54,6 +54,17 @@ def ridge_projection(x: np.ndarray, y: np.ndarray, lam: float) -> tuple[np.ndarr
     return w.astype(np.float32), b.astype(np.float32)
 
 
+def procrustes_projection(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Orthonormal rows ``w`` (d_student x d_teacher) best rotating normalised ``x`` onto ``y``.
+
+    A map with orthonormal rows and no bias keeps every cosine similarity of the student, so the projected
+    student starts with exactly its own STS quality, already aligned with the teacher's space.
+    """
+    xn = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    u, _, vt = np.linalg.svd(xn.T @ y, full_matrices=False)
+    return (u @ vt).astype(np.float32)
+
+
 def build_student(cfg: StudentConfig, max_seq_length: int, teacher_dim: int, sentences: list[str],
                   labels: np.ndarray, device: str, teacher: Path | None = None) -> tuple[SentenceTransformer, dict]:
     """Initial student: a pretrained model (or the teacher), optionally layer-reduced and vocabulary-trimmed,
@@ -74,14 +85,18 @@ def build_student(cfg: StudentConfig, max_seq_length: int, teacher_dim: int, sen
     dim = int(model.get_embedding_dimension())
     if dim != teacher_dim and cfg.projection == "none":
         raise RecipeError(f"stages.distill.student.projection: the student gives {dim}-d embeddings and the "
-                          f"teacher {teacher_dim}-d; set projection: ridge (or random, or pca)")
-    if dim != teacher_dim and cfg.projection in ("ridge", "random"):
+                          f"teacher {teacher_dim}-d; set projection: procrustes, ridge, random or pca")
+    if dim != teacher_dim and cfg.projection in ("ridge", "procrustes", "random"):
         dense = Dense(dim, teacher_dim, activation_function=torch.nn.Identity())
-        if cfg.projection == "ridge":
-            n = min(cfg.ridge_sentences, len(sentences))
+        if cfg.projection in ("ridge", "procrustes"):
+            n = min(cfg.projection_sentences, len(sentences))
             pooled = SentenceTransformer(modules=body, device=device).encode(
                 sentences[:n], batch_size=64, convert_to_numpy=True, normalize_embeddings=False)
-            w, b = ridge_projection(pooled.astype(np.float64), labels[:n].astype(np.float64), cfg.ridge_lambda)
+            x, y = pooled.astype(np.float64), labels[:n].astype(np.float64)
+            if cfg.projection == "ridge":
+                w, b = ridge_projection(x, y, cfg.ridge_lambda)
+            else:
+                w, b = procrustes_projection(x, y), np.zeros(teacher_dim, dtype=np.float32)
             with torch.no_grad():
                 dense.linear.weight.copy_(torch.from_numpy(w.T))
                 dense.linear.bias.copy_(torch.from_numpy(b))
