@@ -109,7 +109,7 @@ class Runner:
 
     def __init__(self, recipe: Recipe, runs_dir: Path | str = "runs") -> None:
         self.recipe = recipe
-        self.run_dir = Path(runs_dir) / recipe.name
+        self.run_dir = Path(runs_dir).resolve() / recipe.name
         self._evaluator: Evaluator | None = None
         self._eval_set: EvalSet | None = None
         self.teacher_path: Path | None = None
