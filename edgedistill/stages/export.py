@@ -262,7 +262,8 @@ def optimize_graph(model: SentenceTransformer, cfg: ExportStage, bundle: Path, s
     config = model[0].auto_model.config
     fusions = fuse_transformer(bundle / "model.onnx", bundle / OPTIMIZED_FILE, int(config.num_attention_heads),
                                int(config.hidden_size))
-    result: dict[str, Any] = {"mode": cfg.optimize, "fusions": fusions, "min_speedup": cfg.min_speedup}
+    result: dict[str, Any] = {"mode": cfg.optimize, "fusions": fusions, "min_speedup": cfg.min_speedup,
+                              "timing_threads": getattr(cfg, "timing_threads", 1)}
     check = validate(model, bundle, sentences, model_file=OPTIMIZED_FILE)
     result["validation"] = check
     try:
@@ -273,7 +274,9 @@ def optimize_graph(model: SentenceTransformer, cfg: ExportStage, bundle: Path, s
             raise
         passed = False
         log.warning("export: the optimised graph fails the numerical gate; keeping the plain graph")
-    latency = interleaved_latency({"plain": OnnxEncoder(bundle), "optimized": OnnxEncoder(bundle, model_file=OPTIMIZED_FILE)},
+    threads = getattr(cfg, "timing_threads", 1)
+    latency = interleaved_latency({"plain": OnnxEncoder(bundle, threads=threads),
+                                   "optimized": OnnxEncoder(bundle, threads=threads, model_file=OPTIMIZED_FILE)},
                                   timing, cfg.timing_rounds)
     result.update(latency=latency, **speedup_decision(latency["plain"], latency["optimized"], cfg.min_speedup))
     result["passed_gate"] = passed
@@ -307,7 +310,7 @@ def tokenizer_in_graph(cfg: ExportStage, bundle: Path, manifest: dict, sentences
 
     extensions_library()
     build_tokenizer_in_graph(bundle / "model.onnx", bundle / "tokenizer.json", manifest, bundle / IN_GRAPH_MODEL)
-    two_file, in_graph = OnnxEncoder(bundle), InGraphEncoder(bundle)
+    two_file, in_graph = OnnxEncoder(bundle, getattr(cfg, "timing_threads", 1)), InGraphEncoder(bundle, getattr(cfg, "timing_threads", 1))
     check = compare(lambda s: two_file.encode(s, batch_size=1), in_graph.encode, sentences)
     check["tolerance"] = cfg.tokenizer_in_graph_tolerance
     latency = interleaved_latency({"two_file": two_file, "in_graph": in_graph}, timing, cfg.timing_rounds)
@@ -377,7 +380,8 @@ def report_section(metrics: dict[str, Any]) -> str:
                   f"| {v.get('max_abs_diff', float('nan')):.2e} |"),
                   (f"| optimised | {lat['optimized']['latency_ms_p50']:.3f} | {lat['optimized']['latency_ms_p90']:.3f} "
                   f"| {opt['validation']['max_abs_diff']:.2e} |"), "",
-                  (f"Fusions: {fusions}. Speed-up x{opt['speedup']:.3f} (won {opt['rounds_won']}/{opt['rounds']} rounds; "
+                  (f"Fusions: {fusions}. Speed-up x{opt['speedup']:.3f} (won {opt['rounds_won']}/{opt['rounds']} rounds at "
+                  f"{opt.get('timing_threads') or 'all'} thread(s); "
                   f"needs x{opt['min_speedup']:g} and a majority): optimised graph "
                   f"{'applied' if opt['applied'] else 'not applied'} (mode {opt['mode']})."), ""]
     tig = metrics.get("tokenizer_in_graph")
