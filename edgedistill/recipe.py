@@ -135,19 +135,52 @@ class ExportStage(_Strict):
         default=1e-4, gt=0, description="Largest allowed |in-graph - two-file| embedding difference.")
 
 
+class QuantizeSearch(_Strict):
+    """How the accuracy-aware quantization search spends its time."""
+
+    sensitivity: Literal["auto", "node", "layer", "role", "off"] = Field(
+        default="auto", description="Groups scanned for sensitivity and kept in fp32 most sensitive first: each "
+        "weight node, each layer, or each role across layers (auto: node up to 40 nodes, else role); off: no scan.")
+    proxy_sentences: int = Field(default=256, gt=0, description="Training sentences (not the calibration ones) "
+                                 "scored by cosine to the fp32 model to rank sensitivity.")
+    max_evaluations: int = Field(default=10, ge=1, description="Trials confirmed with the full evaluator, at most.")
+    latency_sentences: int = Field(default=64, gt=0, description="Sentences timed at batch 1 for every trial.")
+    latency_repeats: int = Field(default=3, ge=1)
+
+
 class QuantizeStage(_Strict):
-    """INT8 quantization with a quality gate against the fp32 input."""
+    """INT8 quantization: the fastest configuration for the target whose quality stays within the budget."""
 
     type: Literal["quantize"]
-    method: Literal["dynamic"] = "dynamic"
-    op_types: list[str] = Field(default_factory=lambda: ["MatMul"])
-    per_channel: bool = False
-    reduce_range: bool = False
-    exclude_nodes: list[str] = Field(default_factory=list, description="Node names kept in fp32.")
+    backend: Literal["onnxruntime", "inc"] = Field(
+        default="onnxruntime", description="onnxruntime's quantizer, or Intel Neural Compressor's "
+        "(onnx-neural-compressor, run in its own virtualenv created on first use).")
+    target: Literal["portable", "arm64", "avx2", "avx512_vnni"] = Field(
+        default="portable", description="CPU preset choosing the candidate settings (see edgedistill.quant.presets).")
+    method: Literal["auto", "dynamic", "static"] = Field(
+        default="auto", description="auto: every method the target preset lists; or only dynamic / static QDQ.")
+    calibration: Literal["minmax", "entropy", "percentile"] | None = Field(
+        default=None, description="Static: how activation ranges are calibrated (null: the preset's).")
+    calibration_sentences: int = Field(default=200, gt=0, description="Static: in-domain sentences from data.train.")
+    per_channel: bool | None = None
+    reduce_range: bool | None = Field(default=None, description="7-bit weights (x86 without VNNI); null: preset's.")
+    activation_type: Literal["uint8", "int8"] | None = None
+    weight_type: Literal["int8", "uint8"] | None = None
+    op_types: list[Literal["MatMul", "Attention"]] = Field(
+        default_factory=lambda: ["MatMul", "Attention"],
+        description="Weight ops to quantize; Attention is the fused Q/K/V of an optimised graph (dynamic only).")
+    embedding: Literal["fp32", "int8"] | None = Field(
+        default=None, description="Word-embedding table: int8 (one scale per row, ~4x smaller) or fp32; null: preset's.")
+    exclude_nodes: list[str] = Field(default_factory=list, description="Node names always kept in fp32.")
     max_drop: float = Field(
-        default=0.01, ge=0, lt=1, description="Largest allowed relative drop of STS-b Spearman vs the fp32 input."
+        default=0.01, ge=0, lt=1, description="Largest allowed relative drop of each budget metric vs the fp32 input."
     )
+    budget_metrics: list[str] = Field(
+        default_factory=lambda: ["sts_spearman", "retrieval_ndcg10"],
+        description="Metrics held to max_drop (those the evaluation measures).")
+    max_size_mb: float | None = Field(default=None, gt=0, description="Trials larger than this do not qualify.")
     on_fail: Literal["error", "warn"] = "error"
+    search: QuantizeSearch = QuantizeSearch()
 
 
 class ProfileTarget(_Strict):

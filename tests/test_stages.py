@@ -1,18 +1,17 @@
-"""Each stage on its own, on tiny models: distill helpers, export gate, quantize search and gate, profile."""
+"""Each stage on its own, on tiny models: distill helpers and profile (quantize: tests/test_quantize.py)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from edgedistill.errors import GateError, RecipeError
+from edgedistill.errors import RecipeError
 from edgedistill.evaluate import EvalSet
-from edgedistill.recipe import ExportStage, ProfileStage, QuantizeStage, StudentConfig
+from edgedistill.recipe import ExportStage, ProfileStage, StudentConfig
 from edgedistill.runner import Artifact, StageContext
-from edgedistill.stages import distill, export, profile, quantize
+from edgedistill.stages import distill, export, profile
 from tests.tiny import build_st_model, make_sentences
 
 
@@ -96,30 +95,6 @@ def test_teacher_labels_are_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPat
 
     monkeypatch.setattr(sentence_transformers, "SentenceTransformer", None)  # would fail if used again
     assert np.array_equal(teacher_labels(teacher, sentences, 4, "cpu")[0], first)
-
-
-def test_quantize_searches_then_keeps_first_setting_within_budget(tmp_path: Path, bundle: Path) -> None:
-    ctx = _ctx(tmp_path, Artifact("onnx", bundle, "k"), FakeEvaluator([70.0, 79.5]), {"sts_spearman": 80.0})
-    result = quantize.run(QuantizeStage(type="quantize", max_drop=0.01), ctx)
-    trials = result.metrics["trials"]
-    assert [t["sts_spearman"] for t in trials] == [70.0, 79.5]
-    assert result.metrics["chosen_trial"] == 1 and result.metrics["within_budget"]
-    assert trials[1]["excluded_nodes"] == 2  # one FFN down-projection per layer kept in fp32
-    config = json.loads((ctx.artifact_dir / "quantization_config.json").read_text())
-    assert len(config["excluded_nodes"]) == 2
-    import onnx
-
-    ops = {n.op_type for n in onnx.load(str(ctx.artifact_dir / "model.onnx")).graph.node}
-    assert "DynamicQuantizeLinear" in ops and "MatMulInteger" in ops
-
-
-def test_quantize_gate_fails_or_warns(tmp_path: Path, bundle: Path) -> None:
-    ctx = _ctx(tmp_path, Artifact("onnx", bundle, "k"), FakeEvaluator([60.0, 65.0]), {"sts_spearman": 80.0})
-    with pytest.raises(GateError, match="no setting stayed within max_drop 1.00%"):
-        quantize.run(QuantizeStage(type="quantize", max_drop=0.01), ctx)
-    ctx2 = _ctx(tmp_path / "b", Artifact("onnx", bundle, "k"), FakeEvaluator([60.0, 65.0]), {"sts_spearman": 80.0})
-    result = quantize.run(QuantizeStage(type="quantize", max_drop=0.01, on_fail="warn"), ctx2)
-    assert result.metrics["chosen_trial"] == 1 and not result.metrics["within_budget"]
 
 
 def test_profile_measures_the_bundle(tmp_path: Path, bundle: Path) -> None:

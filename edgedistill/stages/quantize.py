@@ -1,110 +1,166 @@
-"""Quantize: onnxruntime dynamic INT8, kept only if it stays within the recipe's quality budget."""
+"""Quantize: the fastest INT8 configuration for the target CPU whose quality stays within the recipe's budget.
+
+The search itself lives in edgedistill.quant.search (onnxruntime) and edgedistill.quant.inc (Intel Neural
+Compressor); this module wires it to the run: data, evaluator, budget, gate, artifact and report.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
-import time
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 from edgedistill.errors import GateError
-from edgedistill.evaluate import PRIMARY_METRIC, relative_drop
 from edgedistill.recipe import QuantizeStage
-from edgedistill.runner import StageContext, StageResult, artifact_size_mb, write_json_atomic
-from edgedistill.stages.export import update_manifest_hashes
+from edgedistill.runner import StageContext, StageResult, write_json_atomic
 
 log = logging.getLogger(__name__)
 
-
-def ffn_down_projections(model_path: Path) -> list[str]:
-    """MatMul nodes whose weight maps the wide feed-forward layer back down (shape [4h, h]).
-
-    These are the most sensitive to INT8 in BERT-like encoders (their inputs have large outliers).
-    """
-    import onnx
-
-    model = onnx.load(str(model_path), load_external_data=False)
-    shapes = {init.name: tuple(init.dims) for init in model.graph.initializer}
-    names = []
-    for node in model.graph.node:
-        if node.op_type != "MatMul":
-            continue
-        shape = next((shapes[i] for i in node.input if i in shapes), None)
-        if shape and len(shape) == 2 and shape[0] == 4 * shape[1]:
-            names.append(node.name)
-    return names
+CONFIG_FILE = "quantization_config.json"
 
 
-def quantize_dynamic_int8(source: Path, target: Path, cfg: QuantizeStage, exclude: list[str]) -> None:
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+def candidate_settings(cfg: QuantizeStage) -> list:
+    """The target preset's candidates with the recipe's pinned fields applied."""
+    from edgedistill.quant.presets import resolve
 
-    quantize_dynamic(
-        str(source), str(target), op_types_to_quantize=cfg.op_types, per_channel=cfg.per_channel,
-        reduce_range=cfg.reduce_range, weight_type=QuantType.QInt8, nodes_to_exclude=exclude,
-    )
+    overrides = {"calibration": cfg.calibration, "per_channel": cfg.per_channel, "reduce_range": cfg.reduce_range,
+                 "activation_type": cfg.activation_type, "weight_type": cfg.weight_type, "embedding": cfg.embedding,
+                 "calibration_sentences": cfg.calibration_sentences, "op_types": tuple(cfg.op_types)}
+    return resolve(cfg.target, cfg.method, overrides)
+
+
+def search_sentences(cfg: QuantizeStage, ctx: StageContext) -> tuple[list[str], list[str]]:
+    """Calibration and proxy sentences: disjoint samples of the recipe's training data (in-domain). Without a
+    recipe (unit tests) the evaluator's held-out sentences stand in."""
+    from edgedistill.quant.calibration import split_sentences
+
+    if ctx.recipe is not None:
+        return split_sentences(ctx.recipe.data.train, cfg.calibration_sentences, cfg.search.proxy_sentences,
+                               ctx.recipe.data.seed)
+    pool = list(ctx.evaluator.data.heldout or ctx.evaluator.data.latency_sentences)
+    return pool[: max(1, len(pool) // 2)], pool[len(pool) // 2:] or pool
 
 
 def run(cfg: QuantizeStage, ctx: StageContext) -> StageResult:
+    from edgedistill.quant import calibration, measure
+    from edgedistill.quant.search import Budget, Search, SearchConfig, cleanup
     from edgedistill.runtime import OnnxEncoder
 
     source = ctx.input.path
-    reference = ctx.input_evaluation.get(PRIMARY_METRIC)
-    candidates = [("all " + "/".join(cfg.op_types), list(cfg.exclude_nodes))]
-    sensitive = ffn_down_projections(source / "model.onnx")
-    if sensitive:
-        candidates.append((f"fp32 FFN down-projections ({len(sensitive)})", sorted(set(cfg.exclude_nodes + sensitive))))
+    candidates = candidate_settings(cfg)
+    calib, proxy_sentences = search_sentences(cfg, ctx)
+    budget = Budget(dict(ctx.input_evaluation), list(cfg.budget_metrics), cfg.max_drop, cfg.max_size_mb)
+    measured = [m for m in cfg.budget_metrics if ctx.input_evaluation.get(m)]
+    if not measured:
+        log.warning("quantize: none of the budget metrics %s was measured on the fp32 input; the search keeps "
+                    "the fastest trial without a quality check", cfg.budget_metrics)
+    threads = ctx.recipe.threads if ctx.recipe is not None else 0
+    proxy = measure.Proxy(source, proxy_sentences, threads=threads)
+    timing = proxy_sentences[: cfg.search.latency_sentences]
+    latency_fn = partial(measure.latency, sentences=timing, repeats=cfg.search.latency_repeats, threads=threads)
+    final_timing = partial(measure.interleaved_latency, sentences=timing, rounds=cfg.search.latency_repeats,
+                           threads=threads)
 
-    trials, chosen = [], None
-    for i, (label, exclude) in enumerate(candidates):
-        trial_dir = ctx.work_dir / f"trial-{i}"
-        trial_dir.mkdir()
-        for f in source.iterdir():
-            if f.is_file() and f.name != "model.onnx":
-                shutil.copy2(f, trial_dir / f.name)
-        t0 = time.perf_counter()
-        quantize_dynamic_int8(source / "model.onnx", trial_dir / "model.onnx", cfg, exclude)
-        quality = ctx.evaluator.quality(OnnxEncoder(trial_dir))
-        drop = relative_drop(reference, quality[PRIMARY_METRIC]) if reference and quality else 0.0
-        trial = {"trial": i, "setting": label, "excluded_nodes": len(exclude), **quality, "relative_drop": drop,
-                 "size_mb": artifact_size_mb(trial_dir), "seconds": round(time.perf_counter() - t0, 1)}
-        trials.append(trial)
-        log.info("quantize trial %d (%s): %s=%.3f, drop %.2f%% (budget %.2f%%)", i, label, PRIMARY_METRIC,
-                 quality.get(PRIMARY_METRIC, float("nan")), 100 * drop, 100 * cfg.max_drop)
-        if drop <= cfg.max_drop:
-            chosen = i
-            break
-    passed = chosen is not None
-    if not passed:
-        chosen = min(range(len(trials)), key=lambda i: trials[i]["relative_drop"])
-        message = (f"quantize: no setting stayed within max_drop {100 * cfg.max_drop:.2f}% of the fp32 "
-                   f"{PRIMARY_METRIC} ({reference:.3f}); best was trial {chosen} with a drop of "
-                   f"{100 * trials[chosen]['relative_drop']:.2f}%. Raise max_drop, exclude more nodes, or set "
-                   "on_fail: warn to keep the best anyway.")
+    def evaluate(bundle: Path) -> dict[str, float]:
+        return ctx.evaluator.quality(OnnxEncoder(bundle))
+
+    work = ctx.work_dir / "search"
+    search_cfg = SearchConfig(granularity=cfg.search.sensitivity, max_evaluations=cfg.search.max_evaluations)
+    if cfg.backend == "inc":
+        from edgedistill.quant.inc import IncSearch
+
+        search: Any = IncSearch(source, work, candidates, budget=budget, evaluate=evaluate, proxy=proxy,
+                                calibration_sentences=calib, latency_fn=latency_fn, exclude=cfg.exclude_nodes,
+                                config=search_cfg, final_timing=final_timing)
+    else:
+        needs_calibration = any(c.method == "static" for c in candidates)
+        feeds = calibration.feeds(source, calib) if needs_calibration else None
+        search = Search(source, work, candidates, budget=budget, evaluate=evaluate, proxy=proxy,
+                        calibration_feeds=feeds, latency_fn=latency_fn, exclude=cfg.exclude_nodes, config=search_cfg,
+                        final_timing=final_timing)
+    result = search.run()
+    trials = [t.record() for t in result.trials]
+    metrics: dict[str, Any] = {
+        "backend": cfg.backend, "target": cfg.target, "trials": trials, "within_budget": result.within_budget,
+        "chosen_trial": result.chosen.id if result.chosen else None, "fp32_latency": result.fp32_latency,
+        "sensitivity": result.sensitivity, "evaluations": result.evaluations,
+        "budget": {"max_drop": cfg.max_drop, "metrics": measured, "max_size_mb": cfg.max_size_mb,
+                   "reference": {m: ctx.input_evaluation[m] for m in measured}},
+    }
+    if result.chosen is None:
+        write_json_atomic(ctx.work_dir / "trials.json", trials)
+        raise GateError("quantize: no trial could be evaluated; see trials.json in the stage's temporary folder")
+    chosen = result.chosen
+    if not result.within_budget:
+        message = (f"quantize: no configuration stayed within max_drop {100 * cfg.max_drop:.2f}% of the fp32 "
+                   f"{', '.join(measured)}" + (f" and under {cfg.max_size_mb:g} MB" if cfg.max_size_mb else "")
+                   + f"; the best was trial {chosen.id} ({chosen.label}) with a worst drop of "
+                   f"{100 * (chosen.drop or 0):.2f}%. Raise max_drop, try another target or method "
+                   "(e.g. method: dynamic), raise search.max_evaluations, or set on_fail: warn to keep the best.")
         if cfg.on_fail == "error":
             write_json_atomic(ctx.work_dir / "trials.json", trials)
             raise GateError(message)
         log.warning(message)
-    (ctx.work_dir / f"trial-{chosen}").rename(ctx.artifact_dir)
-    for i in range(len(trials)):
-        shutil.rmtree(ctx.work_dir / f"trial-{i}", ignore_errors=True)
+    log.info("quantize: chose trial %d (%s): batch-1 %.3f ms vs fp32 %.3f ms, %.1f MB", chosen.id, chosen.label,
+             chosen.latency.get("latency_ms_b1", float("nan")),
+             result.fp32_latency.get("latency_ms_b1", float("nan")), chosen.size_mb)
+    os.replace(chosen.bundle, ctx.artifact_dir)
+    cleanup(result, keep=None)
+    shutil.rmtree(work, ignore_errors=True)
+    write_config(ctx.artifact_dir, cfg, chosen, measured)
+    return StageResult(metrics=metrics)
 
-    bundle = ctx.artifact_dir
-    manifest = json.loads((bundle / "manifest.json").read_text())
-    manifest["quantization"] = {
-        "method": cfg.method, "op_types": cfg.op_types, "per_channel": cfg.per_channel,
-        "reduce_range": cfg.reduce_range, "weight_type": "int8", "excluded_nodes": candidates[chosen][1],
+
+def write_config(bundle: Path, cfg: QuantizeStage, chosen, measured: list[str]) -> dict[str, Any]:
+    """Save the resolved configuration beside the model and record it in the manifest."""
+    from edgedistill.stages.export import update_manifest_hashes
+
+    config = {
+        "backend": chosen.backend, "target": cfg.target, **chosen.settings.model_dump(mode="json"),
+        "excluded_groups": chosen.excluded_groups, "excluded_nodes": chosen.excluded,
+        "budget": {"max_drop": cfg.max_drop, "metrics": measured, "max_size_mb": cfg.max_size_mb},
+        "measured": {"relative_drop": chosen.drop, "drops": chosen.drops, "proxy_cosine": chosen.proxy_cosine,
+                     **chosen.latency, "size_mb": chosen.size_mb},
     }
-    write_json_atomic(bundle / "quantization_config.json", manifest["quantization"])
+    write_json_atomic(bundle / CONFIG_FILE, config)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["quantization"] = {k: config[k] for k in ("backend", "target", "method", "activation_type",
+                                                         "weight_type", "per_channel", "reduce_range", "embedding")}
+    manifest["quantization"]["config"] = CONFIG_FILE
     update_manifest_hashes(bundle, manifest)
-    return StageResult(metrics={"trials": trials, "chosen_trial": chosen, "within_budget": passed})
+    return config
+
+
+def _f(value: Any, fmt: str) -> str:
+    return format(value, fmt) if isinstance(value, (int, float)) else "–"
 
 
 def report_section(metrics: dict) -> str:
-    """The quantization trials as a Markdown table."""
-    lines = ["| trial | setting | fp32 nodes | STS-b | drop % | size MB | chosen |", "|---|---|---|---|---|---|---|"]
-    for t in metrics.get("trials", []):
-        chosen = "yes" if t["trial"] == metrics.get("chosen_trial") else ""
-        lines.append(f"| {t['trial']} | {t['setting']} | {t['excluded_nodes']} | {t.get('sts_spearman', float('nan')):.2f} "
-                     f"| {100 * t['relative_drop']:.2f} | {t['size_mb']:.1f} | {chosen} |")
+    """Every quantization trial as a Markdown table, the chosen one marked, then the most sensitive groups."""
+    trials = metrics.get("trials", [])
+    b = next((k for t in trials for k in t if k.startswith("latency_ms_per_sentence_b")), "latency_ms_per_sentence_b32")
+    fp32 = metrics.get("fp32_latency", {})
+    budget = metrics.get("budget", {})
+    cap = f", at most {budget['max_size_mb']:g} MB" if budget.get("max_size_mb") else ""
+    intro = (f"Backend {metrics.get('backend', 'onnxruntime')}, target {metrics.get('target', 'portable')}; budget: "
+             f"at most {100 * budget.get('max_drop', 0):.1f}% relative drop of "
+             f"{', '.join(budget.get('metrics', [])) or 'nothing measured'} vs fp32{cap}. fp32 input: batch-1 "
+             f"{_f(fp32.get('latency_ms_b1'), '.3f')} ms, {_f(fp32.get(b), '.3f')} ms/sentence batched.")
+    header = (f"| trial | setting | fp32 groups | proxy cos | STS-b | retrieval | worst drop % | batch-1 ms "
+              f"| {b.rsplit('_', 1)[-1]} ms/sent | size MB | |")
+    lines = [intro, "", header, "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for t in trials:
+        mark = "**chosen**" if t["trial"] == metrics.get("chosen_trial") else t.get("note", "")
+        drop = 100 * t["relative_drop"] if t.get("relative_drop") is not None else None
+        lines.append(
+            f"| {t['trial']} | {t['setting']} | {len(t.get('excluded_groups', []))} | {_f(t.get('proxy_cosine'), '.4f')} "
+            f"| {_f(t.get('sts_spearman'), '.2f')} | {_f(t.get('retrieval_ndcg10'), '.2f')} | {_f(drop, '.2f')} "
+            f"| {_f(t.get('latency_ms_b1'), '.3f')} | {_f(t.get(b), '.3f')} | {_f(t.get('size_mb'), '.1f')} | {mark} |")
+    for label, groups in (metrics.get("sensitivity") or {}).items():
+        top = ", ".join(f"{g['group']} ({g['proxy_error']:.1e})" for g in groups[:5])
+        lines += ["", f"Most sensitive ({label}; 1 - cosine to fp32 when quantized alone): {top}."]
     return "\n".join(lines)

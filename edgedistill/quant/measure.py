@@ -1,0 +1,84 @@
+"""Cheap measurements for the search: agreement with the fp32 model (proxy quality) and latency."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+class Proxy:
+    """Mean cosine between a candidate's embeddings and the fp32 model's on a few hundred in-domain sentences.
+
+    Far cheaper than the full evaluator (one encode of a small sample) and smooth, so it ranks sensitivity
+    well; the budget itself is always confirmed with the full evaluator.
+    """
+
+    def __init__(self, reference_bundle: Path, sentences: list[str], threads: int = 0) -> None:
+        from edgedistill.runtime import OnnxEncoder
+
+        self.sentences = list(sentences)
+        self.threads = threads
+        self.reference = OnnxEncoder(reference_bundle, threads=threads).encode(self.sentences, batch_size=32)
+
+    def cosine(self, bundle: Path, model_file: str = "model.onnx") -> float:
+        from edgedistill.runtime import OnnxEncoder
+
+        emb = OnnxEncoder(bundle, threads=self.threads, model_file=model_file).encode(self.sentences, batch_size=32)
+        return float((emb * self.reference).sum(axis=1).mean())
+
+
+def latency(bundle: Path, sentences: list[str], repeats: int = 3, batch_size: int = 32, threads: int = 0,
+            warmup: int = 10) -> dict[str, float]:
+    """Batch-1 latency (median over ``repeats`` passes of every sentence, tokenisation included) and batched
+    time per sentence (best of ``repeats``), in ms. Sessions are created here, so every trial is timed the
+    same way."""
+    from edgedistill.runtime import OnnxEncoder
+
+    encoder = OnnxEncoder(bundle, threads=threads)
+    for s in sentences[:warmup]:
+        encoder.encode([s], batch_size=1)
+    times = []
+    for _ in range(repeats):
+        for s in sentences:
+            t0 = time.perf_counter()
+            encoder.encode([s], batch_size=1)
+            times.append(time.perf_counter() - t0)
+    batched = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        encoder.encode(sentences, batch_size=batch_size)
+        batched.append((time.perf_counter() - t0) / len(sentences))
+    return {"latency_ms_b1": 1000 * float(np.median(times)),
+            "latency_ms_b1_p90": 1000 * float(np.percentile(times, 90)),
+            f"latency_ms_per_sentence_b{batch_size}": 1000 * float(min(batched))}
+
+
+def interleaved_latency(bundles: dict[str, Path], sentences: list[str], rounds: int = 3, batch_size: int = 32,
+                        threads: int = 0, warmup: int = 10) -> dict[str, dict[str, float]]:
+    """Latency of several bundles measured side by side: each sentence is timed on every bundle in turn
+    (order alternating by round), so drift in the machine's speed hits all alike. Same keys as latency()."""
+    from edgedistill.runtime import OnnxEncoder
+
+    encoders = {name: OnnxEncoder(path, threads=threads) for name, path in bundles.items()}
+    names = list(encoders)
+    for name in names:
+        for s in sentences[:warmup]:
+            encoders[name].encode([s], batch_size=1)
+    times: dict[str, list[float]] = {n: [] for n in names}
+    batched: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(rounds):
+        order = names if r % 2 == 0 else names[::-1]
+        for s in sentences:
+            for name in order:
+                t0 = time.perf_counter()
+                encoders[name].encode([s], batch_size=1)
+                times[name].append(time.perf_counter() - t0)
+        for name in order:
+            t0 = time.perf_counter()
+            encoders[name].encode(sentences, batch_size=batch_size)
+            batched[name].append((time.perf_counter() - t0) / len(sentences))
+    return {n: {"latency_ms_b1": 1000 * float(np.median(times[n])),
+                "latency_ms_b1_p90": 1000 * float(np.percentile(times[n], 90)),
+                f"latency_ms_per_sentence_b{batch_size}": 1000 * float(min(batched[n]))} for n in names}
