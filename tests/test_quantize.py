@@ -417,3 +417,19 @@ def test_inc_requirements_come_from_the_extra() -> None:
 
     reqs = requirements()
     assert "onnx-neural-compressor==1.0" in reqs and any(r.startswith("numpy==1.") for r in reqs)
+
+
+@pytest.mark.slow
+def test_real_inc_autotune_on_a_tiny_bundle(tmp_path: Path, bundle: Path) -> None:
+    """The real onnx-neural-compressor in its own virtualenv (created from PyPI on first use)."""
+    from edgedistill.quant.inc import IncSearch
+
+    world = World(bundle)
+    search = IncSearch(bundle, tmp_path / "s", presets.avx2(), calibration_sentences=make_sentences(16),
+                       budget=Budget({"sts_spearman": 80.0}, ["sts_spearman"], 0.5), evaluate=world.quality,
+                       proxy=measure.Proxy(bundle, make_sentences(8)), latency_fn=world.latency,
+                       config=SearchConfig(max_evaluations=2))
+    result = search.run()
+    assert search.inc_status["status"] in ("returned", "exhausted", "exit") and result.trials
+    assert "MatMulInteger" in ops(result.trials[0].bundle / "model.onnx")
+    assert result.chosen.within_budget

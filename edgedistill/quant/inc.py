@@ -148,7 +148,14 @@ class IncSearch(Search):
                 shutil.copy2(f, bundle / f.name)
         os.replace(model, bundle / "model.onnx")
         if settings.embedding == "int8" and self.embedding_node and self.embedding_node not in self.user_exclude:
-            quantize_embedding(bundle / "model.onnx", self.embedding_node)
+            # INC optimises the graph first (node names change): find the table again.
+            import onnx
+
+            from edgedistill.quant.graph import word_embedding_gather
+
+            table = word_embedding_gather(onnx.load(str(bundle / "model.onnx"), load_external_data=False))
+            if table is not None:
+                quantize_embedding(bundle / "model.onnx", table[0].name)
         trial = Trial(trial_id, settings, list(self.user_exclude), [], bundle, backend="inc")
         trial.extra["inc_config"] = config
         trial.proxy_cosine = self.proxy.cosine(bundle)

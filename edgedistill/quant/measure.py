@@ -55,6 +55,17 @@ def latency(bundle: Path, sentences: list[str], repeats: int = 3, batch_size: in
             f"latency_ms_per_sentence_b{batch_size}": 1000 * float(min(batched))}
 
 
+def no_spin_session(model_path: Path, threads: int):
+    """A session whose idle pool threads sleep instead of spin-waiting: with several multi-threaded sessions
+    interleaved, an idle one's spinning threads would steal the cores from the one being timed."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(str(model_path), sess_options=options, providers=["CPUExecutionProvider"])
+
+
 def interleaved_latency(bundles: dict[str, Path], sentences: list[str], rounds: int = 3, batch_size: int = 32,
                         threads: int = 0, warmup: int = 10) -> dict[str, dict[str, float]]:
     """Latency of several bundles measured side by side: each sentence is timed on every bundle in turn
@@ -62,6 +73,9 @@ def interleaved_latency(bundles: dict[str, Path], sentences: list[str], rounds: 
     from edgedistill.runtime import OnnxEncoder
 
     encoders = {name: OnnxEncoder(path, threads=threads) for name, path in bundles.items()}
+    if len(encoders) > 1 and threads != 1:
+        for encoder in encoders.values():
+            encoder.session = no_spin_session(encoder.model_path, threads)
     names = list(encoders)
     for name in names:
         for s in sentences[:warmup]:

@@ -1,0 +1,334 @@
+"""INT8 quantization methods side by side, on the default recipe's student and on the teacher.
+
+    flock /tmp/edgedistill-heavy.lock .venv/bin/python benchmarks/quantize.py            # about 30-40 min
+    flock /tmp/edgedistill-heavy.lock .venv/bin/python benchmarks/quantize.py --no-teacher --no-inc   # ~10 min
+
+Student: the export artifact of runs/mpnet-to-tiny when that run exists, else the smoke run's
+(/tmp/runs/smoke), or --student PATH. Teacher: all-mpnet-base-v2 exported to ONNX here (cached).
+For each model: fp32; onnxruntime dynamic INT8 per tensor and per channel (8- and 7-bit weights); the
+word-embedding table alone in INT8 (per row, ours; per tensor, onnxruntime's); static QDQ calibrated on
+in-domain training sentences with MinMax, Entropy and Percentile (U8S8) and symmetric S8S8; the feed-forward
+down-projections kept in fp32; then the accuracy-aware search of each target preset (what the quantize
+stage does) and, with INC installed on demand, Intel Neural Compressor's autotune. Every variant is scored
+by the recipe's evaluator (STS-b test Spearman, retrieval nDCG@10, cosine to the fp32 model on training
+sentences) and timed in the same interleaved rounds (batch 1, text in, embedding out; and batch 32).
+Writes benchmarks/results/quantize.md and quantize.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import shutil
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+# Run as a script, this folder comes first on sys.path and its profile.py would shadow the standard library's.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "benchmarks"]
+sys.path.insert(0, str(ROOT))
+
+from edgedistill.assets import cache_dir, resolve
+from edgedistill.quant import calibration, graph, measure
+from edgedistill.quant.ort import prepare, quantize_file
+from edgedistill.quant.presets import PRESETS, QuantSettings
+from edgedistill.quant.search import Budget, Search, SearchConfig
+from edgedistill.recipe import load_recipe
+from edgedistill.runner import Runner, artifact_size_mb, content_key
+from edgedistill.runtime import OnnxEncoder
+
+log = logging.getLogger("benchmarks.quantize")
+RESULTS = ROOT / "benchmarks" / "results"
+RECIPE = ROOT / "recipes" / "mpnet-to-tiny.yaml"
+B32 = "latency_ms_per_sentence_b32"
+
+
+def find_student(explicit: str | None) -> Path:
+    """The default recipe's fp32 export artifact, else the smoke run's."""
+    if explicit:
+        return Path(explicit)
+    for run in (ROOT / "runs" / "mpnet-to-tiny", Path("/tmp/runs/smoke")):
+        done = [p for p in run.glob("*-export-*") if (p / "metrics.json").is_file()]
+        if done:
+            return max(done, key=lambda p: p.stat().st_mtime) / "artifact"
+    sys.exit("no exported student: run `edgedistill run recipes/mpnet-to-tiny.yaml` (or smoke) or pass --student")
+
+
+def teacher_bundle(teacher: Path) -> Path:
+    """The teacher as a plain (unfused) ONNX bundle, exported once and cached."""
+    from sentence_transformers import SentenceTransformer
+
+    from edgedistill.stages.export import export_onnx, write_manifest
+
+    folder = cache_dir() / "bench" / f"teacher-onnx-{content_key(str(teacher))}"
+    if (folder / "manifest.json").is_file():
+        return folder
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    model = SentenceTransformer(str(teacher), device="cpu")
+    log.info("exporting the teacher to ONNX (once)")
+    inputs = export_onnx(model, tmp / "model.onnx", 18, "dynamo")
+    model[0].tokenizer.save_pretrained(str(tmp))
+    for extra in ("vocab.txt", "special_tokens_map.json", "chat_template.jinja"):
+        (tmp / extra).unlink(missing_ok=True)
+    write_manifest(model, tmp, 18, "dynamo", inputs)
+    tmp.rename(folder)
+    return folder
+
+
+class Bench:
+    """Variants of one fp32 bundle, each quantized, scored and kept for the final interleaved timing."""
+
+    def __init__(self, name: str, source: Path, work: Path, evaluator, calib: list[str], proxy_sentences: list[str],
+                 timing: list[str], max_evaluations: int, granularity: str) -> None:
+        self.name, self.source, self.work = name, source, work
+        self.evaluator, self.timing = evaluator, timing
+        self.max_evaluations, self.granularity = max_evaluations, granularity
+        self.calib_sentences = calib
+        self.feeds = calibration.feeds(source, calib)
+        self.proxy = measure.Proxy(source, proxy_sentences)
+        self.prepared = work / "prepared.onnx"
+        work.mkdir(parents=True, exist_ok=True)
+        prepare(source / "model.onnx", self.prepared)
+        self.nodes = graph.quantizable_nodes(self.prepared, ["MatMul", "Attention"])
+        self.table = next((n.name for n in self.nodes if n.role == "embedding"), None)
+        self.down = [n.name for n in graph.ffn_down_projections(self.nodes)]
+        self.rows: list[dict] = []
+        self.bundles: dict[str, Path] = {}
+        t0 = time.perf_counter()
+        self.reference = evaluator.quality(OnnxEncoder(source))
+        self.add("fp32", source, {"method": "fp32"}, seconds=time.perf_counter() - t0)
+
+    def folder(self, label: str) -> Path:
+        folder = self.work / f"v{len(self.rows)}"
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        for f in self.source.iterdir():
+            if f.is_file() and f.suffix != ".onnx":
+                shutil.copy2(f, folder / f.name)
+        return folder
+
+    def add(self, label: str, bundle: Path, config: dict, fp32_nodes: int = 0, seconds: float = 0.0,
+            quality: dict | None = None, note: str = "") -> None:
+        t0 = time.perf_counter()
+        quality = quality or (self.reference if label == "fp32" else self.evaluator.quality(OnnxEncoder(bundle)))
+        row = {"model": self.name, "variant": label, "config": config, "fp32_nodes": fp32_nodes,
+               "sts_spearman": quality.get("sts_spearman"), "retrieval_ndcg10": quality.get("retrieval_ndcg10"),
+               "teacher_cosine_mean": quality.get("teacher_cosine_mean"),
+               "proxy_cosine": self.proxy.cosine(bundle), "size_mb": artifact_size_mb(bundle),
+               "seconds": round(seconds + time.perf_counter() - t0, 1), "note": note}
+        for metric in ("sts_spearman", "retrieval_ndcg10"):
+            ref = self.reference.get(metric)
+            row[f"{metric}_retention_pct"] = 100 * row[metric] / ref if ref and row[metric] is not None else None
+        self.rows.append(row)
+        self.bundles[label] = bundle
+        log.info("%s / %s: STS %.2f, retrieval %.2f, proxy %.5f, %.1f MB", self.name, label,
+                 row["sts_spearman"] or float("nan"), row["retrieval_ndcg10"] or float("nan"), row["proxy_cosine"],
+                 row["size_mb"])
+
+    def variant(self, label: str, settings: QuantSettings, exclude: list[str] | None = None,
+                table: str | None = None) -> None:
+        """Quantize with ``settings``; ``table`` 'only' quantizes just the embedding table, 'per-tensor' uses
+        onnxruntime's Gather quantization for it instead of ours."""
+        t0 = time.perf_counter()
+        folder = self.folder(label)
+        exclude = list(exclude or [])
+        if table == "only":
+            from edgedistill.quant.ort import quantize_embedding
+
+            shutil.copy2(self.prepared, folder / "model.onnx")
+            quantize_embedding(folder / "model.onnx", self.table)
+        elif table == "per-tensor":
+            from onnxruntime.quantization import QuantType, quantize_dynamic
+
+            from edgedistill.quant.ort import quiet
+
+            with quiet():
+                quantize_dynamic(str(self.prepared), str(folder / "model.onnx"), op_types_to_quantize=["Gather"],
+                                 nodes_to_quantize=[self.table], weight_type=QuantType.QInt8)
+        else:
+            reader = calibration.FeedsReader(self.feeds) if settings.method == "static" else None
+            cache = self.work / f"calib-{settings.calibration}.json" if reader else None
+            quantize_file(self.prepared, folder / "model.onnx", settings, exclude, embedding_node=self.table,
+                          calibration=reader, calibration_cache=cache)
+        config = settings.model_dump(mode="json") if table is None else {"table": table}
+        self.add(label, folder, config, fp32_nodes=len(exclude), seconds=time.perf_counter() - t0)
+
+    def search(self, target: str, evaluations: list) -> None:
+        """The quantize stage's search for a target preset, scored by the same evaluator."""
+        t0 = time.perf_counter()
+        budget = Budget(self.reference, ["sts_spearman", "retrieval_ndcg10"], 0.01)
+        timing = self.timing
+        search = Search(self.source, self.work / f"search-{target}", PRESETS[target](), budget=budget,
+                        evaluate=lambda b: self.evaluator.quality(OnnxEncoder(b)), proxy=self.proxy,
+                        calibration_feeds=self.feeds, latency_fn=lambda b: measure.latency(b, timing, repeats=2),
+                        config=SearchConfig(granularity=self.granularity, max_evaluations=self.max_evaluations))
+        result = search.run()
+        evaluations.append({"model": self.name, "target": target, "trials": [t.record() for t in result.trials],
+                            "sensitivity": result.sensitivity, "within_budget": result.within_budget,
+                            "chosen_trial": result.chosen.id if result.chosen else None})
+        chosen = result.chosen
+        note = (f"{len(result.trials)} trials, {result.evaluations} full evaluations"
+                + ("" if result.within_budget else "; nothing met the budget, best kept"))
+        self.add(f"search {target}: {chosen.label}", chosen.bundle, chosen.settings.model_dump(mode="json"),
+                 fp32_nodes=len(chosen.excluded), seconds=time.perf_counter() - t0, quality=chosen.quality,
+                 note=note)
+        self.rows[-1]["excluded_groups"] = chosen.excluded_groups
+
+    def inc(self, evaluations: list) -> None:
+        from edgedistill.quant.inc import IncSearch
+
+        t0 = time.perf_counter()
+        budget = Budget(self.reference, ["sts_spearman", "retrieval_ndcg10"], 0.01)
+        search = IncSearch(self.source, self.work / "search-inc", PRESETS["avx2"](),
+                           calibration_sentences=self.calib_sentences, budget=budget,
+                           evaluate=lambda b: self.evaluator.quality(OnnxEncoder(b)), proxy=self.proxy,
+                           latency_fn=lambda b: measure.latency(b, self.timing, repeats=2),
+                           config=SearchConfig(max_evaluations=self.max_evaluations))
+        result = search.run()
+        evaluations.append({"model": self.name, "target": "inc (avx2 candidates)", "inc_status": search.inc_status,
+                            "trials": [t.record() for t in result.trials], "within_budget": result.within_budget,
+                            "chosen_trial": result.chosen.id if result.chosen else None})
+        chosen = result.chosen
+        note = f"{len(result.trials)} INC trials; worker: {search.inc_status.get('status')}" + (
+            "" if result.within_budget else "; nothing met the budget, best kept")
+        self.add(f"INC autotune: {chosen.label}", chosen.bundle, chosen.extra.get("inc_config", {}),
+                 seconds=time.perf_counter() - t0, quality=chosen.quality, note=note)
+
+    def time_all(self, rounds: int) -> None:
+        timed = measure.interleaved_latency(self.bundles, self.timing, rounds=rounds)
+        fp32 = timed["fp32"]
+        for row in self.rows:
+            row.update(timed[row["variant"]])
+            row["speedup_b1"] = fp32["latency_ms_b1"] / row["latency_ms_b1"]
+            row["speedup_b32"] = fp32[B32] / row[B32]
+
+
+def run_model(name: str, source: Path, args, evaluator, calib, proxy_sentences, timing, evaluations) -> list[dict]:
+    granularity = "role" if name == "teacher" else "auto"
+    bench = Bench(name, source, Path(args.work) / name, evaluator, calib, proxy_sentences, timing,
+                  args.max_evaluations, granularity)
+    S = QuantSettings
+    bench.variant("dynamic per-tensor 8-bit (onnxruntime defaults)",
+                  S(per_channel=False, reduce_range=False, embedding="fp32"))
+    bench.variant("dynamic per-channel 8-bit", S(per_channel=True, reduce_range=False, embedding="fp32"))
+    bench.variant("dynamic per-channel 7-bit", S(per_channel=True, reduce_range=True, embedding="fp32"))
+    if bench.table:
+        bench.variant("word embeddings only, INT8 per row (ours)", S(), table="only")
+        bench.variant("word embeddings only, INT8 per tensor (onnxruntime)", S(), table="per-tensor")
+    bench.variant("dynamic per-channel 7-bit + INT8 embeddings (portable)", S(per_channel=True, reduce_range=True))
+    bench.variant("dynamic per-channel 7-bit + INT8 embeddings, FFN down fp32",
+                  S(per_channel=True, reduce_range=True), exclude=bench.down)
+    for calib_method in ("minmax", "entropy", "percentile"):
+        bench.variant(f"static QDQ {calib_method} U8S8 per-channel 7-bit + INT8 embeddings",
+                      S(method="static", calibration=calib_method, per_channel=True, reduce_range=True))
+    bench.variant("static QDQ minmax S8S8 symmetric per-channel + INT8 embeddings",
+                  S(method="static", calibration="minmax", activation_type="int8", activation_symmetric=True,
+                    per_channel=True))
+    for target in args.targets:
+        bench.search(target, evaluations)
+    if args.inc and name == "student":
+        try:
+            bench.inc(evaluations)
+        except Exception as e:  # noqa: BLE001 - reported in the results, the rest still counts
+            log.warning("INC backend failed: %s", e)
+            evaluations.append({"model": name, "target": "inc", "error": str(e)})
+    bench.time_all(args.rounds)
+    return bench.rows
+
+
+def markdown(result: dict) -> str:
+    def f(v, fmt=".2f"):
+        return format(v, fmt) if isinstance(v, (int, float)) else "–"
+
+    where = (f"`{result['command']}` on {result['host']['cpu']} ({result['host']['cores']} cores), onnxruntime "
+             f"{result['host']['onnxruntime']}, {result['date']}. Student: `{result['student']}`.")
+    how = ("Quality: the recipe's evaluator (STS-b test Spearman x100, retrieval nDCG@10 x100 on snli-retrieval); "
+           "retention = % of the same model's fp32 score; cosine = mean cosine to the fp32 model's embeddings on "
+           f"{result['proxy_sentences']} training sentences. Latency: text in, embedding out, median over "
+           f"{result['timing_sentences']} sentences x {result['rounds']} interleaved rounds at batch 1, and per "
+           "sentence at batch 32; all variants of a model timed side by side (sessions without spin-waiting).")
+    lines = ["# Quantization benchmark", "", where, "", how, ""]
+    for model in ("student", "teacher"):
+        rows = [r for r in result["rows"] if r["model"] == model]
+        if not rows:
+            continue
+        header = ("| variant | STS-b | retention % | retrieval | retention % | cosine to fp32 | batch-1 ms | speed-up "
+                  "| b32 ms/sent | speed-up | size MB |")
+        lines += [f"## {model}", "", header, "|---|---|---|---|---|---|---|---|---|---|---|"]
+        for r in rows:
+            lines.append(
+                f"| {r['variant']} | {f(r['sts_spearman'])} | {f(r['sts_spearman_retention_pct'], '.1f')} "
+                f"| {f(r['retrieval_ndcg10'])} | {f(r['retrieval_ndcg10_retention_pct'], '.1f')} "
+                f"| {f(r['proxy_cosine'], '.4f')} | {f(r['latency_ms_b1'], '.3f')} | {f(r['speedup_b1'])}x "
+                f"| {f(r[B32], '.3f')} | {f(r['speedup_b32'])}x | {f(r['size_mb'], '.1f')} |")
+        notes = [f"- {r['variant']}: {r['note']}" + (f"; fp32 groups: {', '.join(r['excluded_groups'])}"
+                                                     if r.get("excluded_groups") else "")
+                 for r in rows if r.get("note")]
+        lines += ["", *notes, ""]
+    for ev in result["searches"]:
+        if "trials" not in ev:
+            lines += [f"Search {ev['model']} / {ev['target']}: {ev.get('error')}", ""]
+            continue
+        lines += [f"### Search trials: {ev['model']}, {ev['target']}", "",
+                  "| trial | setting | proxy cos | STS-b | retrieval | worst drop % | batch-1 ms (search) | size MB | |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for t in ev["trials"]:
+            mark = "**chosen**" if t["trial"] == ev["chosen_trial"] else t.get("note", "")
+            drop = 100 * t["relative_drop"] if t.get("relative_drop") is not None else None
+            lines.append(f"| {t['trial']} | {t['setting']} | {f(t['proxy_cosine'], '.4f')} | {f(t.get('sts_spearman'))} "
+                         f"| {f(t.get('retrieval_ndcg10'))} | {f(drop)} | {f(t.get('latency_ms_b1'), '.3f')} "
+                         f"| {f(t['size_mb'], '.1f')} | {mark} |")
+        for label, groups in (ev.get("sensitivity") or {}).items():
+            top = ", ".join(f"{g['group']} ({g['proxy_error']:.1e})" for g in groups[:6])
+            lines += ["", f"Most sensitive ({label}): {top}."]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--student", help="fp32 ONNX bundle (default: runs/mpnet-to-tiny's export artifact)")
+    parser.add_argument("--no-teacher", dest="teacher", action="store_false")
+    parser.add_argument("--no-inc", dest="inc", action="store_false", help="skip the INC backend")
+    parser.add_argument("--targets", nargs="*", default=["portable", "avx2", "arm64"])
+    parser.add_argument("--max-evaluations", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--work", default="/tmp/edgedistill-bench-quantize")
+    parser.add_argument("--results", default=str(RESULTS))
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+
+    from edgedistill.stages.profile import host_facts
+
+    recipe = load_recipe(RECIPE)
+    runner = Runner(recipe, runs_dir=Path(args.work) / "runs")
+    runner.teacher_path = resolve(recipe.teacher)
+    evaluator = runner.evaluator()
+    calib, proxy_sentences = calibration.split_sentences(recipe.data.train, 200, 256, recipe.data.seed)
+    timing = proxy_sentences[:64]
+    student = find_student(args.student)
+    t0 = time.perf_counter()
+    evaluations: list = []
+    rows = run_model("student", student, args, evaluator, calib, proxy_sentences, timing, evaluations)
+    if args.teacher:
+        rows += run_model("teacher", teacher_bundle(runner.teacher_path), args, evaluator, calib, proxy_sentences,
+                          timing, evaluations)
+    result = {"command": "flock /tmp/edgedistill-heavy.lock .venv/bin/python benchmarks/quantize.py"
+                         + "".join(f" {a}" for a in sys.argv[1:]),
+              "date": time.strftime("%Y-%m-%d %H:%M"), "host": {**host_facts(), "platform": platform.platform()},
+              "student": str(student), "proxy_sentences": len(proxy_sentences), "timing_sentences": len(timing),
+              "rounds": args.rounds, "seconds": round(time.perf_counter() - t0), "rows": rows, "searches": evaluations}
+    out = Path(args.results)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "quantize.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+    (out / "quantize.md").write_text(markdown(result) + "\n")
+    log.info("wrote %s and %s in %.0f s", out / "quantize.md", out / "quantize.json", time.perf_counter() - t0)
+
+
+if __name__ == "__main__":
+    main()
