@@ -38,17 +38,27 @@ ABLATIONS = {
 
 
 def run_one(label: str, recipe_file: str, overrides: list[str], runs_dir: Path) -> dict:
+    from edgedistill.assets import resolve
     from edgedistill.recipe import load_recipe
     from edgedistill.runner import Runner
 
+    from edgedistill.runner import content_key, read_record
+
     recipe = load_recipe(ROOT / "recipes" / recipe_file, overrides)
+    # A distill stage already finished by `edgedistill run` of the same recipe and settings is reused as is.
+    probe = Runner(recipe, ROOT / "runs")
+    finished = probe.stage_dir(0, "distill", content_key(recipe.stages[0].model_dump(), probe.root_key()))
     recipe = recipe.model_copy(update={"stages": recipe.stages[:1], "name": f"bench-{recipe.name}"})
     t0 = time.perf_counter()
     runner = Runner(recipe, runs_dir)
-    records = runner.run()
+    if (finished / "metrics.json").is_file():
+        runner.teacher_path = resolve(recipe.teacher)
+        record = read_record(finished)
+        record.reused = True
+    else:
+        record = runner.run()[0]
     wall = time.perf_counter() - t0
     teacher, _ = runner.teacher_evaluation()
-    record = records[0]
     ev, m = record.evaluation, record.metrics
     return {
         "variant": label,

@@ -126,6 +126,16 @@ def sts_dev_spearman(student: torch.nn.Module, sts: dict[str, list]) -> float:
     return score
 
 
+def validation_cosine(student: torch.nn.Module, sentences: list[str], targets: torch.Tensor) -> float:
+    """Mean cosine between the student's and the teacher's embeddings of held-out training sentences."""
+    was_training = student.training
+    student.eval()
+    with torch.no_grad():
+        emb = student.encode(sentences, batch_size=64, convert_to_tensor=True, normalize_embeddings=True)
+    student.train(was_training)
+    return float((emb.cpu() * targets).sum(-1).mean())
+
+
 def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     torch.save(state, tmp)
@@ -148,6 +158,13 @@ def train(job: TrainJob) -> dict[str, Any]:
     hidden_targets = torch.from_numpy(np.load(job.hidden_file)).float() if job.hidden_file else None
     triplets = np.load(job.triplets_file) if job.triplets_file else None
     train_idx = np.arange(len(sentences))
+    val_idx = np.array([], dtype=np.int64)
+    if cfg.validation_sentences and len(sentences) > 4 * cfg.validation_sentences:
+        shuffled = np.random.default_rng(job.seed).permutation(len(sentences))
+        if triplets is not None:  # triplet sentences stay in training
+            shuffled = shuffled[~np.isin(shuffled, triplets.reshape(-1))]
+        val_idx = np.sort(shuffled[:cfg.validation_sentences])
+        train_idx = np.setdiff1d(train_idx, val_idx)
 
     attention = any(loss.type == "attention" for loss in cfg.losses)
     student = SentenceTransformer(job.student_dir, device=device)
@@ -197,8 +214,12 @@ def train(job: TrainJob) -> dict[str, Any]:
         if rank != 0 or job.dev_sts is None:
             return
         score = sts_dev_spearman(student, job.dev_sts)
-        history.append({"step": at_step, "sts_dev": score, **{k: v for k, v in loss.last.items()}})
-        log.info("step %d/%d: STS-b dev %.2f, loss terms %s", at_step, total_steps, score,
+        entry = {"step": at_step, "sts_dev": score, **{k: v for k, v in loss.last.items()}}
+        if len(val_idx):
+            entry["val_teacher_cosine"] = validation_cosine(student, [sentences[i] for i in val_idx], labels[val_idx])
+        history.append(entry)
+        log.info("step %d/%d: STS-b dev %.2f, held-out cosine to teacher %s, loss terms %s", at_step, total_steps,
+                 score, f"{entry['val_teacher_cosine']:.4f}" if len(val_idx) else "-",
                  {k: round(v, 5) for k, v in loss.last.items()})
         if score > best_score:
             best_score, best_step = score, at_step

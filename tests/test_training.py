@@ -117,9 +117,10 @@ def test_resume_mid_training(tmp_path: Path, tiny_world: dict, monkeypatch: pyte
 
 
 def test_best_checkpoint_is_kept(tmp_path: Path, tiny_world: dict) -> None:
-    stats = train(_job(tmp_path, tiny_world, dev=True, epochs=3, eval_steps=2))
+    stats = train(_job(tmp_path, tiny_world, dev=True, epochs=3, eval_steps=2, validation_sentences=8))
     steps = [h["step"] for h in stats["history"]]
-    assert steps[0] == 0 and steps[-1] == 12
+    assert steps[0] == 0 and steps[-1] == 12  # 56 training sentences (8 held out): 4 batches of 16 x 3 epochs
+    assert all(-1 <= h["val_teacher_cosine"] <= 1 for h in stats["history"])
     best = max(stats["history"], key=lambda h: h["sts_dev"])
     assert stats["best_step"] == best["step"] and stats["best_sts_dev"] == pytest.approx(best["sts_dev"])
 
