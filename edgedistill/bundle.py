@@ -32,7 +32,8 @@ def figures(records: list[StageRecord], teacher: dict[str, Any]) -> dict[str, An
     final = rows[-1]
     evaluation = next((r.evaluation for r in reversed(records) if not r.metrics.get("passthrough")), {})
     profile = next((r.metrics for r in reversed(records) if r.type == "profile"), None)
-    quality = {k: v for k, v in evaluation.items() if not k.startswith("latency") and k not in ("size_mb", "params")}
+    quality = {k: v for k, v in evaluation.items()
+               if not k.startswith("latency") and k not in ("size_mb", "params", "dimension")}
     quality.update(retention_pct=final["retention_pct"], teacher_sts_spearman=teacher.get(PRIMARY_METRIC))
     if profile:
         latency = {k: profile.get(k) for k in ("latency_ms_p50", "latency_ms_p90", "latency_ms_p99",
@@ -141,8 +142,8 @@ def bundle_card(manifest: dict) -> str:
         f"({lat.get('measured_by', '')}); size {_num(manifest.get('size_mb'), 1)} MB"), "",
         "## Use it", "",
         "```bash",
-        "pip install onnxruntime tokenizers numpy      # or: pip install edgedistill",
-        'edgedistill embed . "A man is playing a guitar."',
+        "# the runtime needs only onnxruntime, tokenizers and numpy (no torch):",
+        'edgedistill embed path/to/bundle "A man is playing a guitar."',
         "```", "",
         "```python",
         "from edgedistill.runtime import load",

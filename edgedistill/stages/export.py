@@ -263,7 +263,7 @@ def optimize_graph(model: SentenceTransformer, cfg: ExportStage, bundle: Path, s
     fusions = fuse_transformer(bundle / "model.onnx", bundle / OPTIMIZED_FILE, int(config.num_attention_heads),
                                int(config.hidden_size))
     result: dict[str, Any] = {"mode": cfg.optimize, "fusions": fusions, "min_speedup": cfg.min_speedup,
-                              "timing_threads": getattr(cfg, "timing_threads", 1)}
+                              "timing_threads": cfg.timing_threads}
     check = validate(model, bundle, sentences, model_file=OPTIMIZED_FILE)
     result["validation"] = check
     try:
@@ -274,7 +274,7 @@ def optimize_graph(model: SentenceTransformer, cfg: ExportStage, bundle: Path, s
             raise
         passed = False
         log.warning("export: the optimised graph fails the numerical gate; keeping the plain graph")
-    threads = getattr(cfg, "timing_threads", 1)
+    threads = cfg.timing_threads
     latency = interleaved_latency({"plain": OnnxEncoder(bundle, threads=threads),
                                    "optimized": OnnxEncoder(bundle, threads=threads, model_file=OPTIMIZED_FILE)},
                                   timing, cfg.timing_rounds)
@@ -310,7 +310,7 @@ def tokenizer_in_graph(cfg: ExportStage, bundle: Path, manifest: dict, sentences
 
     extensions_library()
     build_tokenizer_in_graph(bundle / "model.onnx", bundle / "tokenizer.json", manifest, bundle / IN_GRAPH_MODEL)
-    two_file, in_graph = OnnxEncoder(bundle, getattr(cfg, "timing_threads", 1)), InGraphEncoder(bundle, getattr(cfg, "timing_threads", 1))
+    two_file, in_graph = OnnxEncoder(bundle, cfg.timing_threads), InGraphEncoder(bundle, cfg.timing_threads)
     check = compare(lambda s: two_file.encode(s, batch_size=1), in_graph.encode, sentences)
     check["tolerance"] = cfg.tokenizer_in_graph_tolerance
     latency = interleaved_latency({"two_file": two_file, "in_graph": in_graph}, timing, cfg.timing_rounds)
