@@ -4,8 +4,8 @@ stage's default settings, and report how far the batch-1 medians of consecutive 
 Goal (issue 6): on this machine, two consecutive profiles agree within 5% on the batch-1 median.
 
 Run (from the repository root, on an otherwise idle machine; the lock keeps other heavy jobs off the CPU):
-    flock /tmp/edgedistill-heavy.lock .venv/bin/python benchmarks/profile.py
-    flock /tmp/edgedistill-heavy.lock .venv/bin/python benchmarks/profile.py --runs 4 --bundle runs/x/final
+    flock /tmp/edgedistill-heavy.lock .venv/bin/python benchmarks/profile_stability.py
+    flock /tmp/edgedistill-heavy.lock .venv/bin/python benchmarks/profile_stability.py --runs 4 --bundle runs/x/final
 Default bundle: runs/mpnet-to-tiny/final when present, else /tmp/runs/smoke/final. Sentences: the first 200 of
 the held-out SNLI sample the runner uses (1,000 sentences, seed 0), exactly as the profile stage picks them.
 Writes benchmarks/results/profile.md and profile.json.
@@ -65,7 +65,7 @@ def summarise(results: list[dict]) -> dict:
 
 
 def to_markdown(bundle: Path, results: list[dict], summary: dict, wall_s: float) -> str:
-    from edgedistill.report import host_line
+    from edgedistill.report import host_line, rss_cell
 
     r0 = results[0]
     s, n = r0["settings"], r0["sentences"]
@@ -80,14 +80,14 @@ def to_markdown(bundle: Path, results: list[dict], summary: dict, wall_s: float)
          f"{s['min_repeats']}, {s['max_seconds']:.0f} s budget) per thread count, threads {', '.join(threads)}, "
          f"{s['cold_runs']} cold-start processes."), "",
         ("| run | threads | batch-1 p50 ms | p90 ms | p99 ms | spread of round medians % | "
-         + " | ".join(f"p50 @{t} thr" for t in threads) + " | sentences/s | cold start ms | model RSS MB | wall s |"),
+         + " | ".join(f"p50 @{t} thr" for t in threads) + " | sentences/s | cold start ms | model RSS MB (batch 1 / largest) | wall s |"),
         "|" + "---|" * (11 + len(threads) - 1),
     ]
     for row in summary["rows"]:
         lines.append(f"| {row['run']} | {row['threads']} | {row['latency_ms_p50']:.3f} | {row['latency_ms_p90']:.3f} | "
                      f"{row['latency_ms_p99']:.3f} | {row['spread_pct']:.1f} | "
                      + " | ".join(f"{row['p50_by_threads'][t]:.3f}" for t in threads)
-                     + f" | {row['throughput_per_s']:.0f} | {row['cold_start_ms']:.0f} | {row['model_rss_mb']:.0f}"
+                     + f" | {row['throughput_per_s']:.0f} | {row['cold_start_ms']:.0f} | {rss_cell(row)}"
                      f" | {row['wall_s']:.0f} |")
     lines += ["", "Difference of batch-1 p50 between consecutive profiles (% of their mean):", ""]
     for t, diffs in summary["consecutive_p50_diff_pct"].items():
