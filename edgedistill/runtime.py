@@ -59,11 +59,13 @@ def verify(path: Path, manifest: dict | None = None) -> None:
             raise BundleError(f"{file}: sha256 mismatch (file changed or corrupt); re-copy the bundle")
 
 
-def _session(model_path: Path, threads: int, custom_ops: str | None = None):
+def _session(model_path: Path, threads: int, custom_ops: str | None = None, spin: bool = True):
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
+    if not spin:  # idle pool threads would otherwise spin-wait and slow another session timed alongside
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if custom_ops:
         options.register_custom_ops_library(custom_ops)
     return ort.InferenceSession(str(model_path), sess_options=options, providers=["CPUExecutionProvider"])
@@ -75,7 +77,7 @@ class OnnxEncoder:
     Uses only onnxruntime, tokenizers and numpy, the same code path an app would take.
     """
 
-    def __init__(self, path: Path, threads: int = 0, model_file: str = "model.onnx") -> None:
+    def __init__(self, path: Path, threads: int = 0, model_file: str = "model.onnx", spin: bool = True) -> None:
         from tokenizers import Tokenizer
 
         path = Path(path)
@@ -91,7 +93,7 @@ class OnnxEncoder:
         self.tokenizer.enable_truncation(max_length=self.max_seq_length)
         self.tokenizer.enable_padding(pad_id=int(manifest["pad_token_id"]), pad_token=manifest["pad_token"])
         self.model_path = path / model_file
-        self.session = _session(self.model_path, threads)
+        self.session = _session(self.model_path, threads, spin=spin)
 
     def _feeds(self, sentences: list[str]) -> dict[str, np.ndarray]:
         encodings = self.tokenizer.encode_batch(sentences)
@@ -119,7 +121,7 @@ class InGraphEncoder:
     Needs onnxruntime-extensions for the tokenizer op; no tokenizers library is involved.
     """
 
-    def __init__(self, path: Path, threads: int = 0, model_file: str = IN_GRAPH_MODEL) -> None:
+    def __init__(self, path: Path, threads: int = 0, model_file: str = IN_GRAPH_MODEL, spin: bool = True) -> None:
         path = Path(path)
         self.manifest = read_manifest(path)
         self.dimension = int(self.manifest["dimension"])
@@ -131,7 +133,7 @@ class InGraphEncoder:
         except ImportError:
             raise BundleError("the tokenizer-in-graph model needs onnxruntime-extensions: "
                               "pip install onnxruntime-extensions (or edgedistill[extensions])") from None
-        self.session = _session(self.model_path, threads, get_library_path())
+        self.session = _session(self.model_path, threads, get_library_path(), spin)
 
     def encode(self, sentences: list[str], batch_size: int = 64) -> np.ndarray:
         sentences = list(sentences)

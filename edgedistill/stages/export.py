@@ -274,9 +274,10 @@ def optimize_graph(model: SentenceTransformer, cfg: ExportStage, bundle: Path, s
             raise
         passed = False
         log.warning("export: the optimised graph fails the numerical gate; keeping the plain graph")
+    # Two sessions timed in turns: without spin-waiting, neither steals the cores while the other runs.
     threads = cfg.timing_threads
-    latency = interleaved_latency({"plain": OnnxEncoder(bundle, threads=threads),
-                                   "optimized": OnnxEncoder(bundle, threads=threads, model_file=OPTIMIZED_FILE)},
+    latency = interleaved_latency({"plain": OnnxEncoder(bundle, threads, spin=False),
+                                   "optimized": OnnxEncoder(bundle, threads, OPTIMIZED_FILE, spin=False)},
                                   timing, cfg.timing_rounds)
     result.update(latency=latency, **speedup_decision(latency["plain"], latency["optimized"], cfg.min_speedup))
     result["passed_gate"] = passed
@@ -310,7 +311,8 @@ def tokenizer_in_graph(cfg: ExportStage, bundle: Path, manifest: dict, sentences
 
     extensions_library()
     build_tokenizer_in_graph(bundle / "model.onnx", bundle / "tokenizer.json", manifest, bundle / IN_GRAPH_MODEL)
-    two_file, in_graph = OnnxEncoder(bundle, cfg.timing_threads), InGraphEncoder(bundle, cfg.timing_threads)
+    two_file = OnnxEncoder(bundle, cfg.timing_threads, spin=False)
+    in_graph = InGraphEncoder(bundle, cfg.timing_threads, spin=False)
     check = compare(lambda s: two_file.encode(s, batch_size=1), in_graph.encode, sentences)
     check["tolerance"] = cfg.tokenizer_in_graph_tolerance
     latency = interleaved_latency({"two_file": two_file, "in_graph": in_graph}, timing, cfg.timing_rounds)
