@@ -11,6 +11,8 @@ import html
 import json
 from typing import Any
 
+from edgedistill.report import rss_cell
+
 QUALITY = [("sts_spearman", "STS-b Spearman"), ("retrieval_ndcg10", "nDCG@10"),
            ("retrieval_ndcg10_cross", "nDCG@10 vs teacher index"), ("teacher_cosine_mean", "cosine to teacher")]
 COLOURS = ["#2563eb", "#dc2626", "#059669", "#7c3aed"]
@@ -193,7 +195,7 @@ def _cards(report: dict[str, Any]) -> str:
              ("speed-up vs teacher", fmt(final.get("speedup"), 1, "×")),
              ("file size", fmt(final.get("size_mb"), 1, " MB")),
              ("cold start", fmt(final.get("cold_start_ms"), 0, " ms")),
-             ("peak memory (model)", fmt(final.get("model_rss_mb"), 0, " MB"))]
+             ("model memory, batch 1", fmt(final.get("model_rss_batch1_mb"), 0, " MB"))]
     return '<div class="cards">' + "".join(
         f'<div class="card"><div class="v">{esc(v)}</div><div class="k">{esc(k)}</div></div>'
         for k, v in cards if v != "–") + "</div>"
@@ -221,10 +223,10 @@ def _speed_table(report: dict[str, Any]) -> str:
         rows.append([esc(row["stage"]), esc(row.get("model") or ""), fmt(row.get("latency_ms_p50")),
                      fmt(row.get("latency_ms_p90")), fmt(row.get("latency_ms_p99")), fmt(row.get("spread_pct"), 1),
                      fmt(row.get("speedup"), 1, "×"), fmt(row.get("throughput_per_s"), 0),
-                     fmt(row.get("cold_start_ms"), 0), fmt(row.get("model_rss_mb"), 0), fmt(row.get("size_mb"), 1),
+                     fmt(row.get("cold_start_ms"), 0), esc(rss_cell(row)), fmt(row.get("size_mb"), 1),
                      fmt(row.get("params_m"), 1)])
     return table(["stage", "model", "p50 ms", "p90 ms", "p99 ms", "spread %", "speed-up", "sentences/s",
-                  "cold start ms", "model RSS MB", "size MB", "params M"], rows, left=2)
+                  "cold start ms", "model RSS MB (batch 1 / largest)", "size MB", "params M"], rows, left=2)
 
 
 def _targets_table(report: dict[str, Any]) -> str:
@@ -235,12 +237,12 @@ def _targets_table(report: dict[str, Any]) -> str:
                      esc(h.get("cores", "")), esc(" ".join(h.get("isa", [])) or "–"), esc(h.get("onnxruntime", "")),
                      fmt(t.get("latency_ms_p50")), fmt(t.get("latency_ms_p90")), fmt(t.get("latency_ms_p99")),
                      fmt(t.get("spread_pct"), 1), fmt(t.get("throughput_per_s"), 0), fmt(t.get("cold_start_ms"), 0),
-                     fmt(t.get("model_rss_mb"), 0)])
+                     esc(rss_cell(t))])
     if not rows:
         return ""
     return "<h2>Targets</h2>" + table(["target", "source", "CPU", "arch", "cores", "ISA", "onnxruntime", "p50 ms",
                                        "p90 ms", "p99 ms", "spread %", "sentences/s", "cold start ms",
-                                       "model RSS MB"], rows, left=3)
+                                       "model RSS MB (batch 1 / largest)"], rows, left=3)
 
 
 def render(runs: list[tuple[str, dict[str, Any]]], title: str, markdown: str = "") -> str:

@@ -22,7 +22,8 @@ QUALITY = [(PRIMARY_METRIC, "STS-b", 2), ("retrieval_ndcg10", "nDCG@10", 2),
            ("retrieval_ndcg10_cross", "nDCG@10 vs teacher index", 2), ("teacher_cosine_mean", "cosine to teacher", 4)]
 DEVICES_DIR = "devices"
 SPEED_KEYS = ("latency_ms_p50", "latency_ms_p90", "latency_ms_p99", "spread_pct", "throughput_per_s",
-              "throughput_batch_size", "cold_start_ms", "peak_rss_mb", "model_rss_mb", "threads")
+              "throughput_batch_size", "cold_start_ms", "peak_rss_mb", "model_rss_mb",
+              "model_rss_batch1_mb", "threads")
 
 
 # -- building blocks ----------------------------------------------------------------------------------------
@@ -170,7 +171,8 @@ def _speed_note(profile: dict[str, Any] | None, rows: list[dict[str, Any]]) -> s
             f"{n.get('words_p50')}), up to {s.get('repeats')} rounds after {s.get('warmup')} warm-up calls; spread = "
             f"range of the per-round medians as % of their median. Throughput: sentences/s on the same sentences at "
             f"batch {s.get('batch_size')}. Cold start: session creation to first embedding; model RSS: peak resident "
-            f"memory a fresh process gains by loading and running the model (largest batch); both medians of "
+            f"memory a fresh process gains by loading and running the model, at batch 1 and at the largest batch "
+            f"profiled; peak RSS: that whole process (runtime included); all medians of "
             f"{s.get('cold_runs')} fresh processes. Every row measured by the profile stage in the same run on the "
             "same host with the same sentences, so speed-ups are side-by-side ratios.")
 
@@ -245,6 +247,14 @@ def _fmt(value: Any, digits: int = 2, suffix: str = "") -> str:
     return f"{value}{suffix}"
 
 
+def rss_cell(d: dict[str, Any]) -> str:
+    """Memory a process gains by loading and running the model: at batch 1 / at the largest batch."""
+    if d.get("model_rss_mb") is None:
+        return "–"
+    b1 = d.get("model_rss_batch1_mb")
+    return f"{b1:.0f} / {d['model_rss_mb']:.0f}" if b1 is not None else f"{d['model_rss_mb']:.0f}"
+
+
 def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
     return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
 
@@ -277,11 +287,11 @@ def to_markdown(report: dict[str, Any], stage_sections: list[tuple[str, str]] = 
     profile = report.get("profile")
     if profile:
         header = ["stage", "model", "threads", "p50 ms", "p90 ms", "p99 ms", "spread %", "speed-up",
-                  "sentences/s", "cold start ms", "peak RSS MB", "model RSS MB", "size MB"]
+                  "sentences/s", "cold start ms", "model RSS MB (batch 1 / largest)", "peak RSS MB", "size MB"]
         body = [[r["stage"], r["model"], _fmt(r.get("threads")), _fmt(r.get("latency_ms_p50")),
                  _fmt(r.get("latency_ms_p90")), _fmt(r.get("latency_ms_p99")), _fmt(r.get("spread_pct"), 1),
                  _fmt(r.get("speedup"), 1, "x"), _fmt(r.get("throughput_per_s"), 0), _fmt(r.get("cold_start_ms"), 0),
-                 _fmt(r.get("peak_rss_mb"), 0), _fmt(r.get("model_rss_mb"), 0), _fmt(r.get("size_mb"), 1)]
+                 rss_cell(r), _fmt(r.get("peak_rss_mb"), 0), _fmt(r.get("size_mb"), 1)]
                 for r in rows if r.get("latency_source") == "profile"]
         lines += ["## Speed on this machine", "", f"Host: {report['host_line']}.", ""] + _md_table(header, body)
         lines += ["", report["speed_note"], ""]
@@ -290,12 +300,12 @@ def to_markdown(report: dict[str, Any], stage_sections: list[tuple[str, str]] = 
     targets = report["targets"]
     if len(targets) > 1 or any(t["target"] != "local" for t in targets):
         header = ["target", "source", "CPU", "arch", "cores", "ISA", "onnxruntime", "p50 ms", "p90 ms", "p99 ms",
-                  "spread %", "sentences/s", "cold start ms", "model RSS MB"]
+                  "spread %", "sentences/s", "cold start ms", "model RSS MB (batch 1 / largest)"]
         body = [[t["target"], t["source"], str(t["host"].get("cpu")), str(t["host"].get("machine")),
                  str(t["host"].get("cores")), " ".join(t["host"].get("isa") or []) or "–",
                  str(t["host"].get("onnxruntime")), _fmt(t.get("latency_ms_p50")), _fmt(t.get("latency_ms_p90")),
                  _fmt(t.get("latency_ms_p99")), _fmt(t.get("spread_pct"), 1), _fmt(t.get("throughput_per_s"), 0),
-                 _fmt(t.get("cold_start_ms"), 0), _fmt(t.get("model_rss_mb"), 0)] for t in targets]
+                 _fmt(t.get("cold_start_ms"), 0), rss_cell(t)] for t in targets]
         lines += ["## Targets", ""] + _md_table(header, body) + [""]
     for title, section in stage_sections:
         lines += [f"## {title}", "", section.strip(), ""]

@@ -169,11 +169,14 @@ def test_upstream_chain_reads_stage_folders(chain: dict[str, Path]) -> None:
     assert [i.stage for i in upstream_chain(chain["root"] / "elsewhere")] == ["input"]
 
 
-def test_teacher_student_and_onnx_measured_side_by_side(chain: dict[str, Path], tmp_path: Path) -> None:
-    items = upstream_chain(chain["onnx"])
-    teacher = ChainItem("teacher", "teacher", "teacher", chain["teacher"])
+def test_teacher_student_and_onnx_measured_side_by_side(chain: dict[str, Path], tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(chain["root"])  # relative paths, as the runner gives them (runs/<name>/...)
+    items = upstream_chain(Path("run/01-export-bbb/artifact"))
+    teacher = ChainItem("teacher", "teacher", "teacher", Path("teacher"))
     local = ProfileTarget(name="local")
-    measurements = profile(items[-1], SENTENCES, {**FAST, "threads": [1]}, [local], tmp_path, [teacher, items[0]])
+    work = Path(os.path.relpath(tmp_path, chain["root"]))
+    measurements = profile(items[-1], SENTENCES, {**FAST, "threads": [1]}, [local], work, [teacher, items[0]])
     assert [(m["artifact"], m["runtime"], m["profiled"]) for m in measurements] == [
         ("teacher", "torch", False), ("00-distill-aaa", "torch", False), ("01-export-bbb", "onnxruntime", True)]
     assert [m["label"] for m in measurements] == ["teacher · PyTorch fp32", "student · PyTorch fp32",

@@ -330,8 +330,9 @@ def in_child(fn, timeout_s: float = 600.0) -> dict:
     return json.loads(raw) if raw else {"error": "child exited without a result"}
 
 
-def cold_probe(make_engine, sentence: str, big_texts: list, big_len: int, threads: int) -> dict:
-    """In a fresh child: session creation -> first embedding, then peak memory at batch 1 and at the largest batch."""
+def cold_probe(make_engine, sentence: str, threads: int, big_texts: list | None = None, big_len: int = 0) -> dict:
+    """In a fresh child: session creation -> first embedding and peak memory at batch 1; with ``big_texts``,
+    also peak memory at the largest batch."""
     reset_peak_rss()
     base = rss_mb()
     t0 = time.perf_counter()
@@ -339,29 +340,35 @@ def cold_probe(make_engine, sentence: str, big_texts: list, big_len: int, thread
     engine.encode([sentence], batch_size=1)
     cold_ms = (time.perf_counter() - t0) * 1000
     peak1 = peak_rss_mb()
-    engine.encode(big_texts, batch_size=len(big_texts), max_length=big_len)
-    peak = peak_rss_mb()
-    return {"cold_start_ms": cold_ms, "baseline_rss_mb": base, "peak_rss_batch1_mb": peak1, "peak_rss_mb": peak,
-            "model_rss_batch1_mb": peak1 - base, "model_rss_mb": peak - base,
-            "largest_batch": [len(big_texts), big_len]}
+    out = {"cold_start_ms": cold_ms, "baseline_rss_mb": base, "peak_rss_batch1_mb": peak1,
+           "model_rss_batch1_mb": peak1 - base}
+    if big_texts:
+        engine.encode(big_texts, batch_size=len(big_texts), max_length=big_len)
+        peak = peak_rss_mb()
+        out.update(peak_rss_mb=peak, model_rss_mb=peak - base, largest_batch=[len(big_texts), big_len])
+    return out
 
 
 def cold_and_memory(make_engine, sentences: list, settings: dict, threads: int, max_len: int) -> dict:
-    """Median of ``cold_runs`` fresh-child probes (cold start, peak RSS)."""
+    """Medians over ``cold_runs`` fresh-child probes of cold start and batch-1 memory; the largest batch's
+    memory from the first probe only (it is deterministic and, for a big model, slow)."""
     import numpy as np
 
     big_batch = max(int(b) for b in settings["batch_sizes"] + [settings["batch_size"]])
     big_len = min(max(int(s) for s in settings["seq_lengths"]), max_len)
     big_texts = fixed_length_texts(sentences, big_batch, big_len)
-    runs = [in_child(lambda: cold_probe(make_engine, sentences[0], big_texts, big_len, threads))
-            for _ in range(max(1, int(settings["cold_runs"])))]
+    runs = [in_child(lambda big=(i == 0): cold_probe(make_engine, sentences[0], threads,
+                                                       big_texts if big else None, big_len))
+            for i in range(max(1, int(settings["cold_runs"])))]
     errors = [r["error"] for r in runs if "error" in r]
     runs = [r for r in runs if "error" not in r]
     if not runs:
         return {"error": errors[0] if errors else "no probe ran"}
-    out = {k: float(np.median([r[k] for r in runs])) for k in runs[0] if k != "largest_batch"}
+    out = {k: float(np.median([r[k] for r in runs])) for k in
+           ("cold_start_ms", "baseline_rss_mb", "peak_rss_batch1_mb", "model_rss_batch1_mb")}
+    first = runs[0]
+    out.update({k: first[k] for k in ("peak_rss_mb", "model_rss_mb", "largest_batch") if k in first})
     out["cold_start_runs_ms"] = [round(r["cold_start_ms"], 2) for r in runs]
-    out["largest_batch"] = runs[0]["largest_batch"]
     out["threads"] = threads
     return out
 
@@ -500,7 +507,8 @@ def headline(result: dict) -> dict:
             "throughput_per_s": result["throughput"]["real"]["sentences_per_s"],
             "throughput_batch_size": result["throughput"]["real"]["batch"],
             "cold_start_ms": cold.get("cold_start_ms"), "peak_rss_mb": cold.get("peak_rss_mb"),
-            "model_rss_mb": cold.get("model_rss_mb"), "size_mb": result.get("model", {}).get("size_mb")}
+            "model_rss_mb": cold.get("model_rss_mb"), "model_rss_batch1_mb": cold.get("model_rss_batch1_mb"),
+            "size_mb": result.get("model", {}).get("size_mb")}
 
 
 class _OnnxFactory:

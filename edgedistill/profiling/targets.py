@@ -34,12 +34,12 @@ def _tail(text: str, lines: int = 12) -> str:
 
 def run_local_onnx(bundle: Path, model_dir: Path | None = None, label: str = "local") -> dict[str, Any]:
     """Run the bundle's bench.py here, in a fresh python process, on its model or on ``model_dir``."""
-    bundle = Path(bundle)
+    bundle = Path(bundle).resolve()  # bench.py runs with the bundle as its working directory
     with tempfile.TemporaryDirectory(prefix="edgedistill-bench-") as tmp:
         out = Path(tmp) / "result.json"
         cmd = [sys.executable, str(bundle / "bench.py"), "--label", label, "--out", str(out)]
         if model_dir is not None:
-            cmd += ["--model", str(model_dir)]
+            cmd += ["--model", str(Path(model_dir).resolve())]
         proc = subprocess.run(cmd, cwd=bundle, capture_output=True, text=True, env=_env(), check=False)
         if proc.returncode != 0 or not out.is_file():
             raise EdgedistillError(f"profile: bench.py failed on this machine (exit {proc.returncode}):\n"
@@ -50,12 +50,13 @@ def run_local_onnx(bundle: Path, model_dir: Path | None = None, label: str = "lo
 
 def run_local_torch(models: dict[str, Path], bundle: Path) -> dict[str, dict[str, Any]]:
     """Profile PyTorch sentence-transformers models here with the bundle's sentences and settings."""
+    bundle = Path(bundle).resolve()
     with tempfile.TemporaryDirectory(prefix="edgedistill-torch-bench-") as tmp:
         out = Path(tmp) / "result.json"
         cmd = [sys.executable, "-m", "edgedistill.profiling.torch_bench", "--sentences",
                str(bundle / "sentences.json"), "--settings", str(bundle / "settings.json"), "--out", str(out)]
         for label, path in models.items():
-            cmd += ["--model", f"{label}={path}"]
+            cmd += ["--model", f"{label}={Path(path).resolve()}"]
         proc = subprocess.run(cmd, capture_output=True, text=True, env=_env(), check=False)
         if proc.returncode != 0 or not out.is_file():
             raise EdgedistillError(f"profile: measuring the PyTorch models ({', '.join(models)}) failed "
