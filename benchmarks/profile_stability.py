@@ -76,9 +76,9 @@ def to_markdown(bundle: Path, results: list[dict], summary: dict, wall_s: float)
          f"{'INT8' if r0['model']['quantized'] else 'fp32'}, sha256 {r0['model']['sha256'][:12]}). "
          f"Host: {host_line(r0['host'])}."),
         (f"Settings: the profile stage's defaults — {n['count']} held-out sentences ({n['words_min']}–"
-         f"{n['words_max']} words), {s['warmup']} warm-up calls, up to {s['repeats']} rounds (at least "
-         f"{s['min_repeats']}, {s['max_seconds']:.0f} s budget) per thread count, threads {', '.join(threads)}, "
-         f"{s['cold_runs']} cold-start processes."), "",
+         f"{n['words_max']} words), up to {s['repeats']} rounds (at least {s['min_repeats']}, "
+         f"{s['max_seconds']:.0f} s budget), each in a fresh process after {s['warmup']} warm-up calls, "
+         f"threads {', '.join(threads)}."), "",
         ("| run | threads | batch-1 p50 ms | p90 ms | p99 ms | spread of round medians % | "
          + " | ".join(f"p50 @{t} thr" for t in threads) + " | sentences/s | cold start ms | model RSS MB (batch 1 / largest) | wall s |"),
         "|" + "---|" * (11 + len(threads) - 1),

@@ -227,9 +227,10 @@ class ProfileStage(_Strict):
         "and earlier ONNX artifacts of the chain, so speed-ups are side-by-side ratios.")
     sentences: int = Field(default=200, gt=0, description="Real held-out sentences timed one by one (batch 1).")
     warmup: int = Field(default=20, ge=0, description="Batch-1 calls before timing, per thread count.")
-    repeats: int = Field(default=5, gt=0, description="Rounds over all sentences (at most).")
+    repeats: int = Field(default=5, gt=0, description="Rounds over all sentences (at most), each in a fresh "
+                         "process that also measures cold start and memory.")
     min_repeats: int = Field(default=2, gt=0, description="Rounds at least, even past max_seconds.")
-    max_seconds: float = Field(default=20, gt=0, description="Stop adding rounds after this long.")
+    max_seconds: float = Field(default=30, gt=0, description="Stop adding rounds after this long.")
     threads: list[int] = Field(default_factory=lambda: [1, 0], min_length=1,
                                description="Intra-op thread counts; 0 = all cores; the first is the headline "
                                "(1 thread: the most stable and portable batch-1 number).")
@@ -238,7 +239,6 @@ class ProfileStage(_Strict):
     seq_lengths: list[int] = Field(default_factory=lambda: [16, 64, 128], min_length=1)
     cell_repeats: int = Field(default=5, gt=0, description="Timed calls per throughput cell (at most).")
     cell_seconds: float = Field(default=3, gt=0, description="Time budget per throughput cell.")
-    cold_runs: int = Field(default=3, gt=0, description="Fresh processes for cold start and peak memory.")
 
     @field_validator("threads", mode="before")
     @classmethod

@@ -168,12 +168,13 @@ def _speed_note(profile: dict[str, Any] | None, rows: list[dict[str, Any]]) -> s
     s, n = profile.get("settings") or {}, profile.get("sentences") or {}
     return (f"Batch-1 latency: text in to normalised embedding out (tokenisation included), one sentence at a time "
             f"over {n.get('count')} held-out sentences ({n.get('words_min')}–{n.get('words_max')} words, median "
-            f"{n.get('words_p50')}), up to {s.get('repeats')} rounds after {s.get('warmup')} warm-up calls; spread = "
+            f"{n.get('words_p50')}), up to {s.get('repeats')} rounds, each in a fresh process after {s.get('warmup')} "
+            f"warm-up calls; spread = "
             f"range of the per-round medians as % of their median. Throughput: sentences/s on the same sentences at "
             f"batch {s.get('batch_size')}. Cold start: session creation to first embedding; model RSS: peak resident "
             f"memory a fresh process gains by loading and running the model, at batch 1 and at the largest batch "
-            f"profiled; peak RSS: that whole process (runtime included); all medians of "
-            f"{s.get('cold_runs')} fresh processes. Every row measured by the profile stage in the same run on the "
+            f"profiled; peak RSS: that whole process (runtime included); medians over the round processes. Every "
+            f"row measured by the profile stage in the same run on the "
             "same host with the same sentences, so speed-ups are side-by-side ratios.")
 
 

@@ -24,7 +24,7 @@ from edgedistill.recipe import ExportStage, ProfileStage, ProfileTarget
 from tests.tiny import build_st_model, make_sentences
 
 FAST = {"warmup": 2, "repeats": 2, "min_repeats": 2, "max_seconds": 5, "threads": [0, 1], "batch_size": 4,
-        "batch_sizes": [1, 4], "seq_lengths": [8, 24], "cell_repeats": 2, "cell_seconds": 1, "cold_runs": 2}
+        "batch_sizes": [1, 4], "seq_lengths": [8, 24], "cell_repeats": 2, "cell_seconds": 1}
 SENTENCES = make_sentences(12, seed=11)
 
 
@@ -106,14 +106,33 @@ def test_fixed_length_texts_truncate_to_exact_token_counts(chain: dict[str, Path
         assert len(set(texts)) == 3  # different real text in each row
 
 
-def test_batch1_latency_pools_rounds_and_reports_spread() -> None:
-    calls: list[str] = []
-    stats = bench.batch1_latency(calls.append, ["a", "b", "c"], warmup=4, repeats=3, min_repeats=2, max_seconds=60)
-    assert calls[:4] == ["a", "b", "c", "a"] and len(calls) == 4 + 9
-    assert stats["n"] == 9 and len(stats["round_p50"]) == 3 and stats["spread_pct"] >= 0
-    assert stats["p50"] <= stats["p90"] <= stats["p99"] <= stats["max"]
-    few = bench.batch1_latency(lambda s: time.sleep(0.002), ["a"], warmup=0, repeats=10, min_repeats=2, max_seconds=0)
-    assert few["n"] == 2  # past the time budget, but never fewer than min_repeats rounds
+class CountingFactory:
+    """An engine factory whose engines take longer with more threads (so the counts are told apart)."""
+
+    max_seq_length = 64
+
+    def __call__(self, threads: int):
+        class Engine:
+            def encode(self, texts: list[str], batch_size: int = 1, max_length: int | None = None) -> np.ndarray:
+                time.sleep(0.0005 * threads)
+                return np.zeros((len(texts), 4), dtype=np.float32)
+
+        return Engine()
+
+
+def test_batch1_rounds_run_in_fresh_processes_and_report_spread() -> None:
+    settings = {**FAST, "threads": [1, 2], "repeats": 3, "min_repeats": 2, "max_seconds": 60}
+    result = bench.process_rounds(CountingFactory(), ["a", "b", "c", "d"], settings)
+    assert len(set(result["pids"])) == 3 and os.getpid() not in result["pids"]
+    for t in ("1", "2"):
+        stats = result["latency_ms"][t]
+        assert stats["n"] == 12 and stats["processes"] == 3 and len(stats["round_p50"]) == 3
+        assert stats["spread_pct"] >= 0 and stats["p50"] <= stats["p90"] <= stats["p99"] <= stats["max"]
+    assert result["latency_ms"]["2"]["p50"] > result["latency_ms"]["1"]["p50"]
+    cold = result["cold"]
+    assert cold["cold_start_ms"] > 0 and len(cold["cold_start_runs_ms"]) == 3 and cold["largest_batch"] == [4, 24]
+    few = bench.process_rounds(CountingFactory(), ["a"], {**settings, "repeats": 10, "max_seconds": 0})
+    assert len(few["pids"]) == 2  # past the time budget, but never fewer than min_repeats rounds
 
 
 def test_child_probe_sees_only_its_own_memory() -> None:
@@ -255,7 +274,7 @@ def sshd(tmp_path_factory: pytest.TempPathFactory):
 def test_ssh_target_copies_runs_and_pulls_back(sshd: dict, chain: dict[str, Path], tmp_path: Path) -> None:
     items = upstream_chain(chain["onnx"])
     targets = [ProfileTarget(name="local"), ProfileTarget(**sshd)]
-    measurements = profile(items[-1], SENTENCES, {**FAST, "threads": [1], "cold_runs": 1}, targets, tmp_path)
+    measurements = profile(items[-1], SENTENCES, {**FAST, "threads": [1]}, targets, tmp_path)
     by_target = {m["target"]: m for m in measurements}
     assert set(by_target) == {"local", "loopback"} and all(m["profiled"] for m in measurements)
     remote = by_target["loopback"]["result"]

@@ -18,7 +18,7 @@ from edgedistill.runner import Runner
 from tests.conftest import tiny_recipe, write_recipe
 
 PROFILE = {"type": "profile", "sentences": 10, "warmup": 2, "repeats": 2, "threads": [0, 1], "batch_sizes": [1, 4],
-           "seq_lengths": [8, 16], "cell_repeats": 2, "cell_seconds": 1, "cold_runs": 1, "batch_size": 4}
+           "seq_lengths": [8, 16], "cell_repeats": 2, "cell_seconds": 1, "batch_size": 4}
 
 
 @pytest.fixture(scope="module")

@@ -14,12 +14,13 @@ then merge the result into the run on your machine: ``edgedistill report runs/<n
 
 What it measures (settings.json; defaults below):
 - batch-1 latency, text in -> embedding out (tokenisation included), over real sentences of varied length,
-  at each thread count; ``repeats`` rounds over all sentences after ``warmup`` calls; percentiles pooled
-  over all rounds, the spread of the per-round medians reported;
+  at each thread count; up to ``repeats`` rounds over all sentences, each round in a fresh process after
+  ``warmup`` calls (so per-process effects such as CPU placement are sampled, not frozen in); percentiles
+  pooled over all rounds, the spread of the per-round medians reported;
 - throughput over batch sizes x sequence lengths (texts truncated to exactly that many tokens), and on
   the real sentences at ``batch_size`` (sorted by length, as an app would batch them);
-- cold start (session creation to first embedding) and peak resident memory, each in a fresh child
-  process forked before any model is loaded, so the memory is the model's own on top of the runtime;
+- cold start (session creation to first embedding) and peak resident memory, in those same fresh processes
+  (forked before any model is loaded), so the memory is the model's own on top of the runtime;
 - file sizes and the model's sha256 (so a merged result can be matched to its artifact), and host facts.
 """
 
@@ -41,16 +42,15 @@ EXIT_MISSING_DEPENDENCY = 3
 
 DEFAULT_SETTINGS = {
     "warmup": 20,  # batch-1 calls before timing, per thread count
-    "repeats": 5,  # rounds over all sentences (at most)
+    "repeats": 5,  # rounds over all sentences (at most), each in a fresh process
     "min_repeats": 2,  # rounds at least, even past max_seconds
-    "max_seconds": 20.0,  # stop adding rounds after this long (per thread count)
+    "max_seconds": 30.0,  # stop adding rounds after this long
     "threads": [1, 0],  # intra-op thread counts; 0 = all usable cores; the first is the headline
     "batch_size": 32,  # real-sentence throughput batch size
     "batch_sizes": [1, 8, 32],
     "seq_lengths": [16, 64, 128],
     "cell_repeats": 5,  # timed calls per throughput cell (at most), after one warm-up call
     "cell_seconds": 3.0,  # stop a throughput cell after this long (at least one timed call)
-    "cold_runs": 3,  # fresh child processes for cold start and memory
 }
 
 # ISA features that decide which int8/fp kernels a runtime can use.
@@ -173,35 +173,6 @@ def summarise(times_s: list, round_medians_s: list | None = None) -> dict:
         out["round_p50"] = [round(float(r), 4) for r in rounds]
         out["spread_pct"] = float(100 * (rounds.max() - rounds.min()) / np.median(rounds)) if rounds.size > 1 else 0.0
     return out
-
-
-def batch1_latency(encode_one, sentences: list, warmup: int, repeats: int, min_repeats: int,
-                   max_seconds: float) -> dict:
-    """Time encode_one(sentence) over every sentence, in rounds; GC paused while timing."""
-    import numpy as np
-
-    for i in range(warmup):
-        encode_one(sentences[i % len(sentences)])
-    pooled, medians = [], []
-    start = time.perf_counter()
-    gc_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        for r in range(max(1, repeats)):
-            times = []
-            for s in sentences:
-                t0 = time.perf_counter()
-                encode_one(s)
-                times.append(time.perf_counter() - t0)
-            pooled += times
-            medians.append(float(np.median(times)))
-            if r + 1 >= min_repeats and time.perf_counter() - start > max_seconds:
-                break
-            gc.collect()  # between rounds, never inside one
-    finally:
-        if gc_enabled:
-            gc.enable()
-    return summarise(pooled, medians)
 
 
 def timed_calls(fn, repeats: int, budget_s: float) -> list:
@@ -330,47 +301,93 @@ def in_child(fn, timeout_s: float = 600.0) -> dict:
     return json.loads(raw) if raw else {"error": "child exited without a result"}
 
 
-def cold_probe(make_engine, sentence: str, threads: int, big_texts: list | None = None, big_len: int = 0) -> dict:
-    """In a fresh child: session creation -> first embedding and peak memory at batch 1; with ``big_texts``,
-    also peak memory at the largest batch."""
+def timed_round(engine, sentences: list, warmup: int) -> list:
+    """``warmup`` untimed batch-1 calls, then one timed call per sentence (seconds); GC paused while timing."""
+    for i in range(warmup):
+        engine.encode([sentences[i % len(sentences)]], batch_size=1)
+    gc.collect()
+    gc_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        times = []
+        for s in sentences:
+            t0 = time.perf_counter()
+            engine.encode([s], batch_size=1)
+            times.append(time.perf_counter() - t0)
+    finally:
+        if gc_enabled:
+            gc.enable()
+    return times
+
+
+def round_probe(make_engine, sentences: list, threads: list, warmup: int, big_texts: list | None = None,
+                big_len: int = 0) -> dict:
+    """One fresh process: cold start (session creation -> first embedding), peak memory at batch 1 (and at the
+    largest batch when ``big_texts`` is given), then one timed batch-1 round over all sentences per thread count."""
     reset_peak_rss()
     base = rss_mb()
     t0 = time.perf_counter()
-    engine = make_engine(threads)
-    engine.encode([sentence], batch_size=1)
+    engine = make_engine(threads[0])
+    engine.encode([sentences[0]], batch_size=1)
     cold_ms = (time.perf_counter() - t0) * 1000
     peak1 = peak_rss_mb()
     out = {"cold_start_ms": cold_ms, "baseline_rss_mb": base, "peak_rss_batch1_mb": peak1,
-           "model_rss_batch1_mb": peak1 - base}
+           "model_rss_batch1_mb": peak1 - base, "pid": os.getpid()}
     if big_texts:
         engine.encode(big_texts, batch_size=len(big_texts), max_length=big_len)
         peak = peak_rss_mb()
         out.update(peak_rss_mb=peak, model_rss_mb=peak - base, largest_batch=[len(big_texts), big_len])
+    rounds = {}
+    for i, t in enumerate(threads):
+        if i:
+            engine = None
+            gc.collect()
+            engine = make_engine(t)
+        rounds[str(t)] = timed_round(engine, sentences, warmup)
+    out["rounds"] = rounds
     return out
 
 
-def cold_and_memory(make_engine, sentences: list, settings: dict, threads: int, max_len: int) -> dict:
-    """Medians over ``cold_runs`` fresh-child probes of cold start and batch-1 memory; the largest batch's
-    memory from the first probe only (it is deterministic and, for a big model, slow)."""
+def process_rounds(make_engine, sentences: list, settings: dict) -> dict:
+    """Batch-1 latency, cold start and memory from rounds in fresh processes (forked before this process loads
+    any model), so a per-process offset (CPU placement, memory layout) is sampled ``repeats`` times instead of
+    once. Rounds stop after ``max_seconds`` once ``min_repeats`` are done."""
     import numpy as np
 
-    big_batch = max(int(b) for b in settings["batch_sizes"] + [settings["batch_size"]])
+    settings = {**DEFAULT_SETTINGS, **settings}
+    threads = resolve_threads(settings["threads"])
+    max_len = make_engine.max_seq_length
+    big_batch = max(int(b) for b in list(settings["batch_sizes"]) + [settings["batch_size"]])
     big_len = min(max(int(s) for s in settings["seq_lengths"]), max_len)
     big_texts = fixed_length_texts(sentences, big_batch, big_len)
-    runs = [in_child(lambda big=(i == 0): cold_probe(make_engine, sentences[0], threads,
-                                                       big_texts if big else None, big_len))
-            for i in range(max(1, int(settings["cold_runs"])))]
-    errors = [r["error"] for r in runs if "error" in r]
-    runs = [r for r in runs if "error" not in r]
-    if not runs:
-        return {"error": errors[0] if errors else "no probe ran"}
-    out = {k: float(np.median([r[k] for r in runs])) for k in
-           ("cold_start_ms", "baseline_rss_mb", "peak_rss_batch1_mb", "model_rss_batch1_mb")}
-    first = runs[0]
-    out.update({k: first[k] for k in ("peak_rss_mb", "model_rss_mb", "largest_batch") if k in first})
-    out["cold_start_runs_ms"] = [round(r["cold_start_ms"], 2) for r in runs]
-    out["threads"] = threads
-    return out
+    warmup = int(settings["warmup"])
+    probes, start = [], time.perf_counter()
+    if hasattr(os, "fork"):
+        for i in range(max(1, int(settings["repeats"]))):
+            probes.append(in_child(lambda big=(i == 0): round_probe(make_engine, sentences, threads, warmup,
+                                                                      big_texts if big else None, big_len)))
+            if "error" in probes[-1]:
+                raise RuntimeError(f"batch-1 round in a child process failed: {probes[-1]['error']}")
+            if i + 1 >= int(settings["min_repeats"]) and time.perf_counter() - start > float(settings["max_seconds"]):
+                break
+    else:  # no fork (e.g. Windows): rounds in this process; no cold start or memory
+        engines = {t: make_engine(t) for t in threads}
+        rounds = [{"rounds": {str(t): timed_round(engines[t], sentences, warmup) for t in threads}}]
+        return {"latency_ms": {str(t): summarise(rounds[0]["rounds"][str(t)]) for t in threads},
+                "cold": {"error": "no fork() on this platform: cold start and memory not measured"},
+                "threads": threads}
+    latency = {}
+    for t in threads:
+        per_round = [p["rounds"][str(t)] for p in probes]
+        latency[str(t)] = summarise([x for r in per_round for x in r], [float(np.median(r)) for r in per_round])
+        latency[str(t)]["processes"] = len(per_round)
+    cold = {k: float(np.median([p[k] for p in probes])) for k in
+            ("cold_start_ms", "baseline_rss_mb", "peak_rss_batch1_mb", "model_rss_batch1_mb")}
+    cold.update({k: probes[0][k] for k in ("peak_rss_mb", "model_rss_mb", "largest_batch") if k in probes[0]})
+    cold["cold_start_runs_ms"] = [round(p["cold_start_ms"], 2) for p in probes]
+    cold["threads"] = threads[0]
+    return {"latency_ms": latency, "cold": cold, "threads": threads, "pids": [p["pid"] for p in probes],
+            "seconds": time.perf_counter() - start}
 
 
 # -- the ONNX engine (what an app runs) -----------------------------------------------------------------
@@ -468,32 +485,23 @@ def resolve_threads(threads: list) -> list:
     return out
 
 
-def measure(make_engine, sentences: list, settings: dict, cold: dict | None = None) -> dict:
-    """Every measurement of one model: cold start and memory (unless given), latency per thread count, throughput."""
+def measure(make_engine, sentences: list, settings: dict, rounds: dict | None = None) -> dict:
+    """Every measurement of one model: batch-1 rounds, cold start and memory in fresh processes (unless
+    ``rounds`` already holds them), then throughput in this process."""
     settings = {**DEFAULT_SETTINGS, **settings}
-    threads = resolve_threads(settings["threads"])
-    if cold is None:
-        cold = cold_and_memory(make_engine, sentences, settings, threads[0], make_engine.max_seq_length)
-    latency, engine = {}, None
-    for t in threads:
-        engine = None
-        gc.collect()
-        engine = make_engine(t)
-        latency[str(t)] = batch1_latency(lambda s, engine=engine: engine.encode([s], batch_size=1), sentences,
-                                         int(settings["warmup"]), int(settings["repeats"]),
-                                         int(settings["min_repeats"]), float(settings["max_seconds"]))
-        if t == threads[0]:
-            headline_engine = engine
-    tput = throughput(headline_engine, sentences, settings)
-    lengths = [len(s.split()) for s in sentences]
+    if rounds is None:
+        rounds = process_rounds(make_engine, sentences, settings)
+    threads = rounds["threads"]
+    tput = throughput(make_engine(threads[0]), sentences, settings)
+    lengths = sorted(len(s.split()) for s in sentences)
     return {
         "threads": threads,
         "headline_threads": threads[0],
-        "latency_ms": latency,
+        "latency_ms": rounds["latency_ms"],
         "throughput": tput,
-        "cold": cold,
-        "sentences": {"count": len(sentences), "words_min": min(lengths), "words_p50": sorted(lengths)[len(lengths) // 2],
-                      "words_max": max(lengths)},
+        "cold": rounds["cold"],
+        "sentences": {"count": len(sentences), "words_min": lengths[0], "words_p50": lengths[len(lengths) // 2],
+                      "words_max": lengths[-1]},
         "settings": settings,
     }
 

@@ -66,24 +66,18 @@ class TorchEngine:
 
 
 class TorchFactory:
-    """``factory(threads)`` gives an engine on one loaded model; ``fresh(threads)`` loads a new one (probes)."""
+    """``factory(threads)`` loads the model afresh (in a round's child process, or once for throughput)."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.max_seq_length = max_seq_length(self.path)
-        self._model = None
 
-    def fresh(self, threads: int) -> TorchEngine:
+    def __call__(self, threads: int) -> TorchEngine:
         import torch
         from sentence_transformers import SentenceTransformer
 
         torch.set_num_threads(threads)
         return TorchEngine(SentenceTransformer(str(self.path), device="cpu"), threads)
-
-    def __call__(self, threads: int) -> TorchEngine:
-        if self._model is None:
-            self._model = self.fresh(threads).model
-        return TorchEngine(self._model, threads)
 
 
 def weights_mb(path: Path) -> float:
@@ -93,7 +87,8 @@ def weights_mb(path: Path) -> float:
 
 
 def run(models: dict[str, Path], sentences: list[str], settings: dict) -> dict[str, dict]:
-    """Profile each model; probes for all of them first (before any torch op in this process)."""
+    """Profile each model: every model's batch-1 rounds first, in processes forked before any torch op has run
+    here, then each model's throughput in this process."""
     import sentence_transformers
     import torch
 
@@ -101,21 +96,19 @@ def run(models: dict[str, Path], sentences: list[str], settings: dict) -> dict[s
     facts = bench.host_facts()
     facts["torch"] = torch.__version__
     facts["sentence_transformers"] = sentence_transformers.__version__
-    threads = bench.resolve_threads(settings["threads"])
     factories = {label: TorchFactory(path) for label, path in models.items()}
-    colds = {label: bench.cold_and_memory(f.fresh, sentences, settings, threads[0], f.max_seq_length)
-             for label, f in factories.items()}
+    rounds = {label: bench.process_rounds(f, sentences, settings) for label, f in factories.items()}
     out = {}
     for label, factory in factories.items():
         t0 = time.perf_counter()
         started = time.time()
-        result = bench.measure(factory, sentences, settings, cold=colds[label])
+        result = bench.measure(factory, sentences, settings, rounds=rounds[label])
+        rounds_s = rounds[label].get("seconds", 0.0)
         out[label] = {"format": bench.FORMAT, "version": bench.VERSION, "label": label, "runtime": "torch",
                       "runtime_version": torch.__version__,
                       "model": {"file": str(factory.path), "size_mb": weights_mb(factory.path), "quantized": False},
                       "host": facts, **result, "started_unix": round(started, 1),
-                      "wall_s": round(time.perf_counter() - t0, 2)}
-        factory._model = None
+                      "wall_s": round(time.perf_counter() - t0 + rounds_s, 2)}
     return out
 
 
