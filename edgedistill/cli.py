@@ -47,6 +47,9 @@ def run(recipe: Path, overrides: tuple[str, ...], runs_dir: Path) -> None:
         Runner(parsed, runs_dir).run()
     except EdgedistillError as e:
         _fail(e)
+    except KeyboardInterrupt:
+        click.echo("interrupted: finished stages are kept; run the same command again to resume", err=True)
+        sys.exit(130)
     click.echo((runs_dir / parsed.name / "report.md").read_text())
 
 

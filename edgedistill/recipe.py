@@ -28,16 +28,18 @@ class StudentConfig(_Strict):
     layers: list[int] | None = Field(
         default=None, description="Transformer layers to keep (0-based); null keeps all. Keep the last layer."
     )
-    projection: Literal["ridge", "random", "pca", "none"] = Field(
-        default="ridge",
-        description="When student and teacher dimensions differ: a Dense layer into the teacher's space fitted "
-        "by ridge regression on teacher embeddings, a random one, 'pca' (reduce the teacher's embeddings to "
-        "the student's dimension instead), or none (then the dimensions must match).",
+    projection: Literal["procrustes", "ridge", "random", "pca", "none"] = Field(
+        default="procrustes",
+        description="When student and teacher dimensions differ: a Dense layer into the teacher's space, fitted on "
+        "teacher embeddings as a rotation that keeps the student's cosines (procrustes) or by ridge regression, "
+        "a random one, 'pca' (reduce the teacher's embeddings to the student's dimension instead), or none "
+        "(then the dimensions must match).",
     )
     trim_vocab: bool = Field(default=False, description="Keep only the tokens the training sentences use "
                              "(plus every single character), shrinking the embedding table.")
     ridge_lambda: float = Field(default=1e-2, gt=0)
-    ridge_sentences: int = Field(default=4000, gt=0, description="Training sentences used to fit the projection.")
+    projection_sentences: int = Field(default=4000, gt=0, description="Training sentences used to fit the projection "
+                                 "(procrustes or ridge).")
 
     @field_validator("layers")
     @classmethod
@@ -93,6 +95,8 @@ class DistillStage(_Strict):
     teacher_batch_size: int = Field(default=64, gt=0)
     eval_steps: int = Field(default=100, ge=0, description="Evaluate STS-b dev every N steps (0: only at the end).")
     select_best: bool = Field(default=True, description="Keep the checkpoint with the best STS-b dev score.")
+    validation_sentences: int = Field(default=500, ge=0, description="Training sentences held out to track "
+                                      "cosine agreement with the teacher during training.")
     checkpoint_steps: int = Field(default=200, ge=0, description="Save a resumable checkpoint every N steps.")
     processes: int = Field(default=1, ge=1, description="Data-parallel processes (torchrun, DDP).")
     label_processes: int = Field(default=1, ge=1, description="Processes that share the teacher labelling.")
