@@ -282,10 +282,10 @@ def optimize_graph(model: SentenceTransformer, cfg: ExportStage, bundle: Path, s
     result.update(latency=latency, **speedup_decision(latency["plain"], latency["optimized"], cfg.min_speedup))
     result["passed_gate"] = passed
     result["applied"] = passed and (cfg.optimize == "always" or result["helps"])
-    log.info("export: optimised graph (%s) batch-1 p50 %.3f ms vs plain %.3f ms (x%.3f, won %d/%d rounds) -> %s",
+    log.info("export: optimised graph (%s) batch-1 p50 %.3f ms vs plain %.3f ms (x%.3f, won %d/%d rounds at %s) -> %s",
              ", ".join(f"{k} {v}" for k, v in fusions.items()) or "no fusions",
              latency["optimized"]["latency_ms_p50"], latency["plain"]["latency_ms_p50"], result["speedup"],
-             result["rounds_won"], result["rounds"], "applied" if result["applied"] else "not applied")
+             result["rounds_won"], result["rounds"], _threads(threads), "applied" if result["applied"] else "not applied")
     if result["applied"]:
         os.replace(bundle / OPTIMIZED_FILE, bundle / "model.onnx")
     else:
@@ -366,6 +366,10 @@ def run(cfg: ExportStage, ctx: StageContext) -> StageResult:
     return StageResult(metrics=metrics)
 
 
+def _threads(n: int) -> str:
+    return "all cores" if not n else f"{n} thread{'s' if n > 1 else ''}"
+
+
 def report_section(metrics: dict[str, Any]) -> str:
     """Validation by length, the optimisation decision and the tokenizer-in-graph check as Markdown."""
     v = metrics.get("validation", {})
@@ -383,7 +387,7 @@ def report_section(metrics: dict[str, Any]) -> str:
                   (f"| optimised | {lat['optimized']['latency_ms_p50']:.3f} | {lat['optimized']['latency_ms_p90']:.3f} "
                   f"| {opt['validation']['max_abs_diff']:.2e} |"), "",
                   (f"Fusions: {fusions}. Speed-up x{opt['speedup']:.3f} (won {opt['rounds_won']}/{opt['rounds']} rounds at "
-                  f"{opt.get('timing_threads') or 'all'} thread(s); "
+                  f"{_threads(opt.get('timing_threads', 0))}; "
                   f"needs x{opt['min_speedup']:g} and a majority): optimised graph "
                   f"{'applied' if opt['applied'] else 'not applied'} (mode {opt['mode']})."), ""]
     tig = metrics.get("tokenizer_in_graph")
