@@ -124,6 +124,7 @@ class Bench:
         for metric in ("sts_spearman", "retrieval_ndcg10"):
             ref = self.reference.get(metric)
             row[f"{metric}_retention_pct"] = 100 * row[metric] / ref if ref and row[metric] is not None else None
+        row["bundle"] = str(bundle)
         self.rows.append(row)
         self.bundles[label] = bundle
         log.info("%s / %s: STS %.2f, retrieval %.2f, proxy %.5f, %.1f MB", self.name, label,
@@ -166,7 +167,8 @@ class Bench:
         search = Search(self.source, self.work / f"search-{target}", PRESETS[target](), budget=budget,
                         evaluate=lambda b: self.evaluator.quality(OnnxEncoder(b)), proxy=self.proxy,
                         calibration_feeds=self.feeds, latency_fn=lambda b: measure.latency(b, timing, repeats=2),
-                        config=SearchConfig(granularity=self.granularity, max_evaluations=self.max_evaluations))
+                        config=SearchConfig(granularity=self.granularity, max_evaluations=self.max_evaluations),
+                        final_timing=lambda bundles: measure.interleaved_latency(bundles, timing, rounds=2))
         result = search.run()
         evaluations.append({"model": self.name, "target": target, "trials": [t.record() for t in result.trials],
                             "sensitivity": result.sensitivity, "within_budget": result.within_budget,
@@ -188,7 +190,8 @@ class Bench:
                            calibration_sentences=self.calib_sentences, budget=budget,
                            evaluate=lambda b: self.evaluator.quality(OnnxEncoder(b)), proxy=self.proxy,
                            latency_fn=lambda b: measure.latency(b, self.timing, repeats=2),
-                           config=SearchConfig(max_evaluations=self.max_evaluations))
+                           config=SearchConfig(max_evaluations=self.max_evaluations),
+                           final_timing=lambda bundles: measure.interleaved_latency(bundles, self.timing, rounds=2))
         result = search.run()
         evaluations.append({"model": self.name, "target": "inc (avx2 candidates)", "inc_status": search.inc_status,
                             "trials": [t.record() for t in result.trials], "within_budget": result.within_budget,
@@ -200,12 +203,35 @@ class Bench:
                  seconds=time.perf_counter() - t0, quality=chosen.quality, note=note)
 
     def time_all(self, rounds: int) -> None:
-        timed = measure.interleaved_latency(self.bundles, self.timing, rounds=rounds)
-        fp32 = timed["fp32"]
-        for row in self.rows:
-            row.update(timed[row["variant"]])
-            row["speedup_b1"] = fp32["latency_ms_b1"] / row["latency_ms_b1"]
-            row["speedup_b32"] = fp32[B32] / row[B32]
+        time_rows(self.rows, self.timing, rounds)
+
+
+def time_rows(rows: list[dict], timing: list[str], rounds: int) -> None:
+    """Time every variant of one model side by side (fp32 first) and add latency and speed-ups to its row."""
+    import os
+
+    load = os.getloadavg()[0]
+    timed = measure.interleaved_latency({r["variant"]: Path(r["bundle"]) for r in rows}, timing, rounds=rounds)
+    fp32 = timed["fp32"]
+    for row in rows:
+        row.update(timed[row["variant"]], load_average_1min=round(load, 2))
+        row["speedup_b1"] = fp32["latency_ms_b1"] / row["latency_ms_b1"]
+        row["speedup_b32"] = fp32[B32] / row[B32]
+
+
+def retime(args, timing: list[str]) -> None:
+    """Measure the latency of a finished run's variants again (e.g. after other jobs loaded the machine)."""
+    out = Path(args.results)
+    result = json.loads((out / "quantize.json").read_text())
+    for model in ("student", "teacher"):
+        rows = [r for r in result["rows"] if r["model"] == model]
+        if rows:
+            log.info("re-timing %d %s variants", len(rows), model)
+            time_rows(rows, timing, args.rounds)
+    result["retimed"] = time.strftime("%Y-%m-%d %H:%M")
+    result["rounds"] = args.rounds
+    (out / "quantize.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+    (out / "quantize.md").write_text(markdown(result) + "\n")
 
 
 def run_model(name: str, source: Path, args, evaluator, calib, proxy_sentences, timing, evaluations) -> list[dict]:
@@ -223,13 +249,13 @@ def run_model(name: str, source: Path, args, evaluator, calib, proxy_sentences, 
     bench.variant("dynamic per-channel 7-bit + INT8 embeddings (portable)", S(per_channel=True, reduce_range=True))
     bench.variant("dynamic per-channel 7-bit + INT8 embeddings, FFN down fp32",
                   S(per_channel=True, reduce_range=True), exclude=bench.down)
-    for calib_method in ("minmax", "entropy", "percentile"):
+    for calib_method in args.calibrations if name == "student" else args.teacher_calibrations:
         bench.variant(f"static QDQ {calib_method} U8S8 per-channel 7-bit + INT8 embeddings",
                       S(method="static", calibration=calib_method, per_channel=True, reduce_range=True))
     bench.variant("static QDQ minmax S8S8 symmetric per-channel + INT8 embeddings",
                   S(method="static", calibration="minmax", activation_type="int8", activation_symmetric=True,
                     per_channel=True))
-    for target in args.targets:
+    for target in args.targets if name == "student" else args.teacher_targets:
         bench.search(target, evaluations)
     if args.inc and name == "student":
         try:
@@ -245,13 +271,18 @@ def markdown(result: dict) -> str:
     def f(v, fmt=".2f"):
         return format(v, fmt) if isinstance(v, (int, float)) else "–"
 
+    loads = ", ".join(f"{m} {r['load_average_1min']}" for m in ("student", "teacher")
+                      for r in result["rows"] if r["model"] == m and r["variant"] == "fp32"
+                      and "load_average_1min" in r) or "not recorded"
     where = (f"`{result['command']}` on {result['host']['cpu']} ({result['host']['cores']} cores), onnxruntime "
              f"{result['host']['onnxruntime']}, {result['date']}. Student: `{result['student']}`.")
     how = ("Quality: the recipe's evaluator (STS-b test Spearman x100, retrieval nDCG@10 x100 on snli-retrieval); "
            "retention = % of the same model's fp32 score; cosine = mean cosine to the fp32 model's embeddings on "
            f"{result['proxy_sentences']} training sentences. Latency: text in, embedding out, median over "
            f"{result['timing_sentences']} sentences x {result['rounds']} interleaved rounds at batch 1, and per "
-           "sentence at batch 32; all variants of a model timed side by side (sessions without spin-waiting).")
+           "sentence at batch 32; all variants of a model timed side by side (sessions without spin-waiting)"
+           + (f", re-timed {result['retimed']}" if result.get("retimed") else "")
+           + f"; 1-min load average when timing began: {loads}.")
     lines = ["# Quantization benchmark", "", where, "", how, ""]
     for model in ("student", "teacher"):
         rows = [r for r in result["rows"] if r["model"] == model]
@@ -295,11 +326,17 @@ def main() -> None:
     parser.add_argument("--student", help="fp32 ONNX bundle (default: runs/mpnet-to-tiny's export artifact)")
     parser.add_argument("--no-teacher", dest="teacher", action="store_false")
     parser.add_argument("--no-inc", dest="inc", action="store_false", help="skip the INC backend")
-    parser.add_argument("--targets", nargs="*", default=["portable", "avx2", "arm64"])
+    parser.add_argument("--targets", nargs="*", default=["portable", "avx2", "arm64"], help="presets searched (student)")
+    parser.add_argument("--teacher-targets", nargs="*", default=["portable", "avx2"], help="presets searched (teacher)")
+    parser.add_argument("--calibrations", nargs="*", default=["minmax", "entropy", "percentile"])
+    # onnxruntime's entropy calibrator ran for over 20 minutes on the teacher's activations (single-threaded
+    # KL search over histograms widened by the outliers), so the teacher skips it by default.
+    parser.add_argument("--teacher-calibrations", nargs="*", default=["minmax", "percentile"])
     parser.add_argument("--max-evaluations", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--work", default="/tmp/edgedistill-bench-quantize")
     parser.add_argument("--results", default=str(RESULTS))
+    parser.add_argument("--retime", action="store_true", help="only re-measure latency of the last run's variants")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
@@ -311,6 +348,9 @@ def main() -> None:
     evaluator = runner.evaluator()
     calib, proxy_sentences = calibration.split_sentences(recipe.data.train, 200, 256, recipe.data.seed)
     timing = proxy_sentences[:64]
+    if args.retime:
+        retime(args, timing)
+        return
     student = find_student(args.student)
     t0 = time.perf_counter()
     evaluations: list = []

@@ -262,6 +262,25 @@ def test_search_returns_the_fastest_trial_within_budget(tmp_path: Path, bundle: 
     assert any("not evaluated" in t.note for t in result.trials)  # slower or hopeless trials are skipped
 
 
+def test_final_side_by_side_timing_decides_between_close_trials(tmp_path: Path, bundle: Path) -> None:
+    world = World(bundle)
+
+    def latency(b: Path) -> dict[str, float]:  # one noisy timing each: static looks 5% faster
+        return {"latency_ms_b1": 1.0 if world._int8(b)[1] else 1.05}
+
+    def side_by_side(bundles: dict[str, Path]) -> dict[str, dict[str, float]]:  # timed together: dynamic wins
+        return {name: {"latency_ms_b1": 1.0 if "QuantizeLinear" in ops(path / "model.onnx") else 0.9}
+                for name, path in bundles.items()}
+
+    search = _search(tmp_path, bundle, world, [QuantSettings(method="dynamic"),
+                                               QuantSettings(method="static", calibration="minmax")], max_drop=0.5)
+    search.latency_fn, search.final_timing = latency, side_by_side
+    result = search.run()
+    assert [t.within_budget for t in result.trials] == [True, True]  # within the 10% margin: both evaluated
+    assert result.chosen.settings.method == "dynamic" and result.chosen.latency["search_latency_ms_b1"] == 1.05
+    assert result.fp32_latency == {"latency_ms_b1": 0.9}
+
+
 def test_search_keeps_the_best_when_nothing_fits(tmp_path: Path, bundle: Path) -> None:
     world = World(bundle)
     result = _search(tmp_path, bundle, world, [QuantSettings(method="dynamic")], max_drop=0.0,

@@ -7,8 +7,9 @@
    most sensitive first: 1, 2, 4, ... groups until the budget is met, then a bisection back down to the
    fewest groups that meet it.
 3. Every configuration whose quality is confirmed with the full evaluator and meets the budget (and the
-   size cap) is eligible; the fastest at batch 1 wins. Slower configurations than an eligible one are not
-   evaluated (fp32 nodes only add time), and neither are ones whose proxy is no better than a failure's.
+   size cap) is eligible; eligible trials and the fp32 input are then timed again side by side, and the
+   fastest at batch 1 wins. Configurations more than 10% slower than an eligible one are not evaluated
+   (fp32 nodes only add time), and neither are ones whose proxy is no better than a failure's.
 
 Only full-evaluator results decide the budget; the proxy orders and prunes. Every trial is recorded.
 """
@@ -92,6 +93,9 @@ class SearchConfig:
     granularity: str = "auto"  # auto | node | layer | role | off
     max_evaluations: int = 10
     auto_node_limit: int = 40
+    # A trial timed up to this much slower than the fastest one within budget is still evaluated: one timing
+    # per trial is noisy, and the final side-by-side timing of all eligible trials decides.
+    latency_margin: float = 0.10
 
 
 @dataclass
@@ -237,7 +241,8 @@ class Search:
             trial.note = f"not evaluated: evaluation budget ({self.config.max_evaluations}) used up"
             return False
         best = self._fastest()
-        if best is not None and trial.latency.get(B1, 0) >= best.latency.get(B1, 0):
+        margin = 1 + self.config.latency_margin
+        if best is not None and trial.latency.get(B1, 0) >= margin * best.latency.get(B1, 0):
             trial.note = f"not evaluated: slower than trial {best.id}, which meets the budget"
             return False
         failed = [t.proxy_cosine for t in self.trials if t.within_budget is False and t.proxy_cosine is not None]
