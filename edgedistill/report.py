@@ -22,9 +22,10 @@ QUALITY = [(PRIMARY_METRIC, "STS-b", 2), ("retrieval_ndcg10", "nDCG@10", 2),
            ("retrieval_ndcg10_cross", "nDCG@10 vs teacher index", 2), ("teacher_cosine_mean", "cosine to teacher", 4)]
 DEVICES_DIR = "devices"
 NOISY_SPREAD_PCT = 10  # range of per-process round medians above which the report flags a latency
+BUSY_CORES = 0.25  # average cores used by other processes while timing, above which the report flags it
 SPEED_KEYS = ("latency_ms_p50", "latency_ms_p90", "latency_ms_p99", "spread_pct", "throughput_per_s",
               "throughput_batch_size", "cold_start_ms", "peak_rss_mb", "model_rss_mb",
-              "model_rss_batch1_mb", "threads")
+              "model_rss_batch1_mb", "other_cores", "threads")
 
 
 # -- building blocks ----------------------------------------------------------------------------------------
@@ -169,24 +170,24 @@ def _speed_note(profile: dict[str, Any] | None, rows: list[dict[str, Any]]) -> s
     s, n = profile.get("settings") or {}, profile.get("sentences") or {}
     return (f"Batch-1 latency: text in to normalised embedding out (tokenisation included), one sentence at a time "
             f"over {n.get('count')} held-out sentences ({n.get('words_min')}–{n.get('words_max')} words, median "
-            f"{n.get('words_p50')}), up to {s.get('repeats')} rounds, each in a fresh process after {s.get('warmup')} "
-            f"warm-up calls; spread = "
-            f"range of the per-round medians as % of their median. Throughput: sentences/s on the same sentences at "
-            f"batch {s.get('batch_size')}. Cold start: session creation to first embedding; model RSS: peak resident "
-            f"memory a fresh process gains by loading and running the model, at batch 1 and at the largest batch "
-            f"profiled; peak RSS: that whole process (runtime included); medians over the round processes. Every "
-            f"row measured by the profile stage in the same run on the "
-            "same host with the same sentences, so speed-ups are side-by-side ratios.")
+            f"{n.get('words_p50')}), up to {s.get('repeats')} rounds, each in a fresh process after "
+            f"{s.get('warmup')} warm-up calls; spread = range of the per-round medians as % of their median; "
+            "others' CPU = average cores that other processes kept busy while the rounds ran (0 on an idle "
+            f"machine). Throughput: sentences/s on the same sentences at batch {s.get('batch_size')}. Cold start: "
+            "session creation to first embedding; model RSS: peak resident memory a fresh process gains by loading "
+            "and running the model, at batch 1 and at the largest batch profiled; peak RSS: that whole process "
+            "(runtime included); medians over the round processes. Every row measured by the profile stage in the "
+            "same run on the same host with the same sentences, so speed-ups are side-by-side ratios.")
 
 
 def _warnings(rows: list[dict[str, Any]], profile: dict[str, Any] | None) -> list[str]:
     out = []
-    host = (profile or {}).get("host") or {}
-    load, cores = host.get("load_avg_1m"), host.get("cores") or 1
-    if load is not None and load > 0.5 * cores:
-        out.append(f"The host was busy when profiling began (load average {load:.1f} on {cores} cores): latencies "
-                   "may be inflated. Re-run the profile on an idle machine (`edgedistill run` reuses every other "
-                   "stage).")
+    busy = [f"{r['label']} ({r['other_cores']:.2f})" for r in rows
+            if (r.get("other_cores") or 0) > BUSY_CORES and not r["passthrough"]]
+    if busy:
+        out.append("Other processes kept the CPU busy while these were timed (average cores in use by others): "
+                   + ", ".join(busy) + ". Their latencies may be inflated; re-run the profile on an idle machine "
+                   "(`edgedistill run` reuses every other stage).")
     noisy = [f"{r['label']} ({r['spread_pct']:.1f}%)" for r in rows
              if r.get("spread_pct") is not None and r["spread_pct"] > NOISY_SPREAD_PCT and not r["passthrough"]]
     if noisy:
@@ -288,11 +289,12 @@ def to_markdown(report: dict[str, Any], stage_sections: list[tuple[str, str]] = 
              "of held-out sentences. Retention: % of the teacher's score."), ""]
     profile = report.get("profile")
     if profile:
-        header = ["stage", "model", "threads", "p50 ms", "p90 ms", "p99 ms", "spread %", "speed-up",
-                  "sentences/s", "cold start ms", "model RSS MB (batch 1 / largest)", "peak RSS MB", "size MB"]
+        header = ["stage", "model", "threads", "p50 ms", "p90 ms", "p99 ms", "spread %", "others' CPU",
+                  "speed-up", "sentences/s", "cold start ms", "model RSS MB (batch 1 / largest)", "peak RSS MB",
+                  "size MB"]
         body = [[r["stage"], r["model"], _fmt(r.get("threads")), _fmt(r.get("latency_ms_p50")),
                  _fmt(r.get("latency_ms_p90")), _fmt(r.get("latency_ms_p99")), _fmt(r.get("spread_pct"), 1),
-                 _fmt(r.get("speedup"), 1, "x"), _fmt(r.get("throughput_per_s"), 0), _fmt(r.get("cold_start_ms"), 0),
+                 _fmt(r.get("other_cores"), 2), _fmt(r.get("speedup"), 1, "x"), _fmt(r.get("throughput_per_s"), 0), _fmt(r.get("cold_start_ms"), 0),
                  rss_cell(r), _fmt(r.get("peak_rss_mb"), 0), _fmt(r.get("size_mb"), 1)]
                 for r in rows if r.get("latency_source") == "profile"]
         lines += ["## Speed on this machine", "", f"Host: {report['host_line']}.", ""] + _md_table(header, body)

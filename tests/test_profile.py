@@ -135,6 +135,15 @@ def test_batch1_rounds_run_in_fresh_processes_and_report_spread() -> None:
     assert len(few["pids"]) == 2  # past the time budget, but never fewer than min_repeats rounds
 
 
+def test_cpu_watch_sees_other_processes_not_its_own_work() -> None:
+    watch = bench.CpuWatch()
+    busy = subprocess.Popen([sys.executable, "-c", "import time\nt = time.time()\nwhile time.time() - t < 1.5: pass"])
+    time.sleep(1.2)  # not yet waited for, so its CPU time is another process's
+    seen = watch.result()
+    busy.wait()
+    assert seen["other_cores"] > 0.5 and seen["seconds"] >= 1.2
+
+
 def test_child_probe_sees_only_its_own_memory() -> None:
     def allocate() -> dict:
         bench.reset_peak_rss()

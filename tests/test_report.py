@@ -48,13 +48,14 @@ def test_report_has_every_metric_with_retention_and_side_by_side_speed(tiny_run:
         assert row["speedup"] == pytest.approx(rows["teacher"]["latency_ms_p50"] / row["latency_ms_p50"])
         assert row["cold_start_ms"] > 0 and row["throughput_per_s"] > 0
         assert 0 < row["model_rss_batch1_mb"] <= row["model_rss_mb"] + 1 < row["peak_rss_mb"] + 1
+        assert row["other_cores"] >= 0
     assert [rows[s]["model"] for s in rows] == ["PyTorch fp32", "PyTorch fp32", "ONNX fp32", "ONNX int8", "ONNX int8"]
     assert rows["teacher"]["speedup"] == pytest.approx(1.0)
     assert rows["profile"]["artifact"] == rows["quantize"]["dir"]
     assert report["host"]["cpu"] and report["host"]["onnxruntime"]
     md = (tiny_run / "report.md").read_text()
     for header in ("STS-b (retention)", "nDCG@10 (retention)", "nDCG@10 vs teacher index (retention)",
-                   "cosine to teacher (retention)", "## Speed on this machine", "by intra-op threads",
+                   "cosine to teacher (retention)", "## Speed on this machine", "others' CPU", "by intra-op threads",
                    "throughput, sequences/s", "Bench bundle"):
         assert header in md, header
     quantize_line = next(line for line in md.splitlines() if line.startswith("| quantize | ONNX int8 |"))

@@ -301,6 +301,35 @@ def in_child(fn, timeout_s: float = 600.0) -> dict:
     return json.loads(raw) if raw else {"error": "child exited without a result"}
 
 
+class CpuWatch:
+    """CPU time that other processes used (and a hypervisor stole) while we measured, from /proc/stat: a busy
+    machine is the commonest reason two profiles disagree, so every result says how busy it was."""
+
+    def __init__(self) -> None:
+        self.start = self._snapshot()
+
+    @staticmethod
+    def _snapshot() -> dict | None:
+        lines = _read("/proc/stat").splitlines()
+        if not lines or not lines[0].startswith("cpu "):
+            return None
+        ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+        user, nice, system, _idle, _iowait, irq, softirq, steal = ([int(x) for x in lines[0].split()[1:9]] + [0] * 8)[:8]
+        t = os.times()
+        return {"busy": (user + nice + system + irq + softirq) / ticks, "steal": steal / ticks,
+                "own": t.user + t.system + t.children_user + t.children_system, "wall": time.monotonic()}
+
+    def result(self) -> dict | None:
+        """Average cores kept busy by others, and stolen, since this watch started."""
+        end = self._snapshot()
+        if self.start is None or end is None:
+            return None
+        wall = max(end["wall"] - self.start["wall"], 1e-9)
+        others = (end["busy"] - self.start["busy"]) - (end["own"] - self.start["own"])
+        return {"other_cores": round(max(0.0, others / wall), 3),
+                "steal_cores": round((end["steal"] - self.start["steal"]) / wall, 3), "seconds": round(wall, 2)}
+
+
 def timed_round(engine, sentences: list, warmup: int) -> list:
     """``warmup`` untimed batch-1 calls, then one timed call per sentence (seconds); GC paused while timing."""
     for i in range(warmup):
@@ -361,6 +390,7 @@ def process_rounds(make_engine, sentences: list, settings: dict) -> dict:
     big_len = min(max(int(s) for s in settings["seq_lengths"]), max_len)
     big_texts = fixed_length_texts(sentences, big_batch, big_len)
     warmup = int(settings["warmup"])
+    watch = CpuWatch()
     probes, start = [], time.perf_counter()
     if hasattr(os, "fork"):
         for i in range(max(1, int(settings["repeats"]))):
@@ -387,7 +417,7 @@ def process_rounds(make_engine, sentences: list, settings: dict) -> dict:
     cold["cold_start_runs_ms"] = [round(p["cold_start_ms"], 2) for p in probes]
     cold["threads"] = threads[0]
     return {"latency_ms": latency, "cold": cold, "threads": threads, "pids": [p["pid"] for p in probes],
-            "seconds": time.perf_counter() - start}
+            "seconds": time.perf_counter() - start, "contention": watch.result()}
 
 
 # -- the ONNX engine (what an app runs) -----------------------------------------------------------------
@@ -500,6 +530,7 @@ def measure(make_engine, sentences: list, settings: dict, rounds: dict | None = 
         "latency_ms": rounds["latency_ms"],
         "throughput": tput,
         "cold": rounds["cold"],
+        "contention": rounds.get("contention"),
         "sentences": {"count": len(sentences), "words_min": lengths[0], "words_p50": lengths[len(lengths) // 2],
                       "words_max": lengths[-1]},
         "settings": settings,
@@ -516,6 +547,7 @@ def headline(result: dict) -> dict:
             "throughput_batch_size": result["throughput"]["real"]["batch"],
             "cold_start_ms": cold.get("cold_start_ms"), "peak_rss_mb": cold.get("peak_rss_mb"),
             "model_rss_mb": cold.get("model_rss_mb"), "model_rss_batch1_mb": cold.get("model_rss_batch1_mb"),
+            "other_cores": (result.get("contention") or {}).get("other_cores"),
             "size_mb": result.get("model", {}).get("size_mb")}
 
 
