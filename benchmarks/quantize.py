@@ -99,12 +99,34 @@ class Bench:
         self.down = [n.name for n in graph.ffn_down_projections(self.nodes)]
         self.rows: list[dict] = []
         self.bundles: dict[str, Path] = {}
-        t0 = time.perf_counter()
-        self.reference = evaluator.quality(OnnxEncoder(source))
-        self.add("fp32", source, {"method": "fp32"}, seconds=time.perf_counter() - t0)
+        # Finished variants are kept in progress.json, so a rerun after a crash picks up where it stopped.
+        self.progress_path = work / "progress.json"
+        stamp = {"source": str(source), "mtime": (source / "model.onnx").stat().st_mtime}
+        self.progress = json.loads(self.progress_path.read_text()) if self.progress_path.is_file() else {}
+        if self.progress.get("stamp") != stamp:
+            self.progress = {"stamp": stamp, "done": {}}
+        if "fp32" in self.progress["done"]:
+            self.reference = self.progress["reference"]
+        else:
+            self.reference = evaluator.quality(OnnxEncoder(source))
+            self.progress["reference"] = self.reference
+        if not self.reuse("fp32"):
+            self.add("fp32", source, {"method": "fp32"}, quality=self.reference)
 
-    def folder(self, label: str) -> Path:
-        folder = self.work / f"v{len(self.rows)}"
+    def reuse(self, key: str, searches: list | None = None) -> bool:
+        """Take a variant finished by an earlier run of this benchmark (its bundle must still exist)."""
+        done = self.progress["done"].get(key)
+        if not done or not Path(done["row"]["bundle"]).exists():
+            return False
+        self.rows.append(done["row"])
+        self.bundles[done["row"]["variant"]] = Path(done["row"]["bundle"])
+        if searches is not None and done.get("search"):
+            searches.append(done["search"])
+        log.info("%s / %s: reused from an earlier run", self.name, done["row"]["variant"])
+        return True
+
+    def folder(self, key: str) -> Path:
+        folder = self.work / f"v-{content_key(key)}"
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
         for f in self.source.iterdir():
@@ -113,20 +135,21 @@ class Bench:
         return folder
 
     def add(self, label: str, bundle: Path, config: dict, fp32_nodes: int = 0, seconds: float = 0.0,
-            quality: dict | None = None, note: str = "") -> None:
+            quality: dict | None = None, note: str = "", key: str | None = None, search: dict | None = None) -> None:
         t0 = time.perf_counter()
-        quality = quality or (self.reference if label == "fp32" else self.evaluator.quality(OnnxEncoder(bundle)))
+        quality = quality or self.evaluator.quality(OnnxEncoder(bundle))
         row = {"model": self.name, "variant": label, "config": config, "fp32_nodes": fp32_nodes,
                "sts_spearman": quality.get("sts_spearman"), "retrieval_ndcg10": quality.get("retrieval_ndcg10"),
                "teacher_cosine_mean": quality.get("teacher_cosine_mean"),
                "proxy_cosine": self.proxy.cosine(bundle), "size_mb": artifact_size_mb(bundle),
-               "seconds": round(seconds + time.perf_counter() - t0, 1), "note": note}
+               "seconds": round(seconds + time.perf_counter() - t0, 1), "note": note, "bundle": str(bundle)}
         for metric in ("sts_spearman", "retrieval_ndcg10"):
             ref = self.reference.get(metric)
             row[f"{metric}_retention_pct"] = 100 * row[metric] / ref if ref and row[metric] is not None else None
-        row["bundle"] = str(bundle)
         self.rows.append(row)
         self.bundles[label] = bundle
+        self.progress["done"][key or label] = {"row": row, "search": search}
+        self.progress_path.write_text(json.dumps(self.progress, default=str))
         log.info("%s / %s: STS %.2f, retrieval %.2f, proxy %.5f, %.1f MB", self.name, label,
                  row["sts_spearman"] or float("nan"), row["retrieval_ndcg10"] or float("nan"), row["proxy_cosine"],
                  row["size_mb"])
@@ -135,6 +158,8 @@ class Bench:
                 table: str | None = None) -> None:
         """Quantize with ``settings``; ``table`` 'only' quantizes just the embedding table, 'per-tensor' uses
         onnxruntime's Gather quantization for it instead of ours."""
+        if self.reuse(label):
+            return
         t0 = time.perf_counter()
         folder = self.folder(label)
         exclude = list(exclude or [])
@@ -161,6 +186,8 @@ class Bench:
 
     def search(self, target: str, evaluations: list) -> None:
         """The quantize stage's search for a target preset, scored by the same evaluator."""
+        if self.reuse(f"search {target}", evaluations):
+            return
         t0 = time.perf_counter()
         budget = Budget(self.reference, ["sts_spearman", "retrieval_ndcg10"], 0.01)
         timing = self.timing
@@ -170,20 +197,23 @@ class Bench:
                         config=SearchConfig(granularity=self.granularity, max_evaluations=self.max_evaluations),
                         final_timing=lambda bundles: measure.interleaved_latency(bundles, timing, rounds=2))
         result = search.run()
-        evaluations.append({"model": self.name, "target": target, "trials": [t.record() for t in result.trials],
-                            "sensitivity": result.sensitivity, "within_budget": result.within_budget,
-                            "chosen_trial": result.chosen.id if result.chosen else None})
+        entry = {"model": self.name, "target": target, "trials": [t.record() for t in result.trials],
+                 "sensitivity": result.sensitivity, "within_budget": result.within_budget,
+                 "chosen_trial": result.chosen.id if result.chosen else None}
+        evaluations.append(entry)
         chosen = result.chosen
         note = (f"{len(result.trials)} trials, {result.evaluations} full evaluations"
                 + ("" if result.within_budget else "; nothing met the budget, best kept"))
         self.add(f"search {target}: {chosen.label}", chosen.bundle, chosen.settings.model_dump(mode="json"),
                  fp32_nodes=len(chosen.excluded), seconds=time.perf_counter() - t0, quality=chosen.quality,
-                 note=note)
-        self.rows[-1]["excluded_groups"] = chosen.excluded_groups
+                 note=note + (f"; fp32 groups: {', '.join(chosen.excluded_groups)}" if chosen.excluded_groups else ""),
+                 key=f"search {target}", search=entry)
 
     def inc(self, evaluations: list) -> None:
         from edgedistill.quant.inc import IncSearch
 
+        if self.reuse("inc", evaluations):
+            return
         t0 = time.perf_counter()
         budget = Budget(self.reference, ["sts_spearman", "retrieval_ndcg10"], 0.01)
         search = IncSearch(self.source, self.work / "search-inc", PRESETS["avx2"](),
@@ -193,14 +223,15 @@ class Bench:
                            config=SearchConfig(max_evaluations=self.max_evaluations),
                            final_timing=lambda bundles: measure.interleaved_latency(bundles, self.timing, rounds=2))
         result = search.run()
-        evaluations.append({"model": self.name, "target": "inc (avx2 candidates)", "inc_status": search.inc_status,
-                            "trials": [t.record() for t in result.trials], "within_budget": result.within_budget,
-                            "chosen_trial": result.chosen.id if result.chosen else None})
+        entry = {"model": self.name, "target": "inc (avx2 candidates)", "inc_status": search.inc_status,
+                 "trials": [t.record() for t in result.trials], "within_budget": result.within_budget,
+                 "chosen_trial": result.chosen.id if result.chosen else None}
+        evaluations.append(entry)
         chosen = result.chosen
         note = f"{len(result.trials)} INC trials; worker: {search.inc_status.get('status')}" + (
             "" if result.within_budget else "; nothing met the budget, best kept")
         self.add(f"INC autotune: {chosen.label}", chosen.bundle, chosen.extra.get("inc_config", {}),
-                 seconds=time.perf_counter() - t0, quality=chosen.quality, note=note)
+                 seconds=time.perf_counter() - t0, quality=chosen.quality, note=note, key="inc", search=entry)
 
     def time_all(self, rounds: int) -> None:
         time_rows(self.rows, self.timing, rounds)
@@ -297,9 +328,7 @@ def markdown(result: dict) -> str:
                 f"| {f(r['retrieval_ndcg10'])} | {f(r['retrieval_ndcg10_retention_pct'], '.1f')} "
                 f"| {f(r['proxy_cosine'], '.4f')} | {f(r['latency_ms_b1'], '.3f')} | {f(r['speedup_b1'])}x "
                 f"| {f(r[B32], '.3f')} | {f(r['speedup_b32'])}x | {f(r['size_mb'], '.1f')} |")
-        notes = [f"- {r['variant']}: {r['note']}" + (f"; fp32 groups: {', '.join(r['excluded_groups'])}"
-                                                     if r.get("excluded_groups") else "")
-                 for r in rows if r.get("note")]
+        notes = [f"- {r['variant']}: {r['note']}" for r in rows if r.get("note")]
         lines += ["", *notes, ""]
     for ev in result["searches"]:
         if "trials" not in ev:
