@@ -79,13 +79,14 @@ def to_markdown(bundle: Path, results: list[dict], summary: dict, wall_s: float)
          f"{n['words_max']} words), up to {s['repeats']} rounds (at least {s['min_repeats']}, "
          f"{s['max_seconds']:.0f} s budget), each in a fresh process after {s['warmup']} warm-up calls, "
          f"threads {', '.join(threads)}."), "",
-        ("| run | threads | batch-1 p50 ms | p90 ms | p99 ms | spread of round medians % | others' CPU (cores) | "
+        ("| run | threads | batch-1 p50 ms | p90 ms | p99 ms | spread of round medians % | rounds kept/run | others' CPU (cores) | "
          + " | ".join(f"p50 @{t} thr" for t in threads) + " | sentences/s | cold start ms | model RSS MB (batch 1 / largest) | wall s |"),
-        "|" + "---|" * (12 + len(threads) - 1),
+        "|" + "---|" * (13 + len(threads) - 1),
     ]
     for row in summary["rows"]:
         lines.append(f"| {row['run']} | {row['threads']} | {row['latency_ms_p50']:.3f} | {row['latency_ms_p90']:.3f} | "
-                     f"{row['latency_ms_p99']:.3f} | {row['spread_pct']:.1f} | {row['other_cores'] or 0:.2f} | "
+                     f"{row['latency_ms_p99']:.3f} | {row['spread_pct']:.1f} | "
+                     f"{row['rounds_used']}/{row['rounds']} | {row['other_cores'] or 0:.2f} | "
                      + " | ".join(f"{row['p50_by_threads'][t]:.3f}" for t in threads)
                      + f" | {row['throughput_per_s']:.0f} | {row['cold_start_ms']:.0f} | {rss_cell(row)}"
                      f" | {row['wall_s']:.0f} |")

@@ -21,7 +21,7 @@ CSS = """
 :root { --fg:#111827; --muted:#6b7280; --line:#e5e7eb; --bg:#ffffff; --soft:#f9fafb; --accent:#2563eb; }
 * { box-sizing: border-box; }
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: var(--fg); background: var(--bg);
-       margin: 0 auto; max-width: 1180px; padding: 24px; }
+       margin: 0 auto; max-width: 1400px; padding: 24px; }
 h1 { font-size: 22px; margin: 0 0 4px; } h2 { font-size: 17px; margin: 28px 0 8px; } h3 { font-size: 15px; margin: 18px 0 6px; }
 .muted { color: var(--muted); } .small { font-size: 12px; }
 .cards { display: grid; grid-template-columns: repeat(auto-fit, minmax(160px, 1fr)); gap: 10px; margin: 16px 0; }
@@ -222,10 +222,10 @@ def _speed_table(report: dict[str, Any]) -> str:
             continue
         rows.append([esc(row["stage"]), esc(row.get("model") or ""), fmt(row.get("latency_ms_p50")),
                      fmt(row.get("latency_ms_p90")), fmt(row.get("latency_ms_p99")), fmt(row.get("spread_pct"), 1),
-                     fmt(row.get("speedup"), 1, "×"), fmt(row.get("throughput_per_s"), 0),
+                     fmt(row.get("other_cores"), 2), fmt(row.get("speedup"), 1, "×"), fmt(row.get("throughput_per_s"), 0),
                      fmt(row.get("cold_start_ms"), 0), esc(rss_cell(row)), fmt(row.get("size_mb"), 1),
                      fmt(row.get("params_m"), 1)])
-    return table(["stage", "model", "p50 ms", "p90 ms", "p99 ms", "spread %", "speed-up", "sentences/s",
+    return table(["stage", "model", "p50 ms", "p90 ms", "p99 ms", "spread %", "others' CPU", "speed-up", "sentences/s",
                   "cold start ms", "model RSS MB (batch 1 / largest)", "size MB", "params M"], rows, left=2)
 
 

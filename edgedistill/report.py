@@ -25,7 +25,7 @@ NOISY_SPREAD_PCT = 10  # range of per-process round medians above which the repo
 BUSY_CORES = 0.25  # average cores used by other processes while timing, above which the report flags it
 SPEED_KEYS = ("latency_ms_p50", "latency_ms_p90", "latency_ms_p99", "spread_pct", "throughput_per_s",
               "throughput_batch_size", "cold_start_ms", "peak_rss_mb", "model_rss_mb",
-              "model_rss_batch1_mb", "other_cores", "threads")
+              "model_rss_batch1_mb", "other_cores", "rounds", "rounds_used", "threads")
 
 
 # -- building blocks ----------------------------------------------------------------------------------------
@@ -172,8 +172,9 @@ def _speed_note(profile: dict[str, Any] | None, rows: list[dict[str, Any]]) -> s
             f"over {n.get('count')} held-out sentences ({n.get('words_min')}–{n.get('words_max')} words, median "
             f"{n.get('words_p50')}), up to {s.get('repeats')} rounds, each in a fresh process after "
             f"{s.get('warmup')} warm-up calls; spread = range of the per-round medians as % of their median; "
-            "others' CPU = average cores that other processes kept busy while the rounds ran (0 on an idle "
-            f"machine). Throughput: sentences/s on the same sentences at batch {s.get('batch_size')}. Cold start: "
+            "rounds = round processes kept / run (a round during which other processes kept more than a quarter "
+            "of a core busy is run again, up to twice as many rounds); others' CPU = average cores other processes "
+            f"kept busy during the kept rounds (0 on an idle machine). Throughput: sentences/s on the same sentences at batch {s.get('batch_size')}. Cold start: "
             "session creation to first embedding; model RSS: peak resident memory a fresh process gains by loading "
             "and running the model, at batch 1 and at the largest batch profiled; peak RSS: that whole process "
             "(runtime included); medians over the round processes. Every row measured by the profile stage in the "
@@ -250,6 +251,13 @@ def _fmt(value: Any, digits: int = 2, suffix: str = "") -> str:
     return f"{value}{suffix}"
 
 
+def _rounds(d: dict[str, Any]) -> str:
+    """Round processes whose timings count / rounds run (a round disturbed by other processes is run again)."""
+    if d.get("rounds") is None:
+        return "–"
+    return f"{d.get('rounds_used')}/{d['rounds']}"
+
+
 def rss_cell(d: dict[str, Any]) -> str:
     """Memory a process gains by loading and running the model: at batch 1 / at the largest batch."""
     if d.get("model_rss_mb") is None:
@@ -289,12 +297,12 @@ def to_markdown(report: dict[str, Any], stage_sections: list[tuple[str, str]] = 
              "of held-out sentences. Retention: % of the teacher's score."), ""]
     profile = report.get("profile")
     if profile:
-        header = ["stage", "model", "threads", "p50 ms", "p90 ms", "p99 ms", "spread %", "others' CPU",
+        header = ["stage", "model", "threads", "p50 ms", "p90 ms", "p99 ms", "spread %", "rounds", "others' CPU",
                   "speed-up", "sentences/s", "cold start ms", "model RSS MB (batch 1 / largest)", "peak RSS MB",
                   "size MB"]
         body = [[r["stage"], r["model"], _fmt(r.get("threads")), _fmt(r.get("latency_ms_p50")),
                  _fmt(r.get("latency_ms_p90")), _fmt(r.get("latency_ms_p99")), _fmt(r.get("spread_pct"), 1),
-                 _fmt(r.get("other_cores"), 2), _fmt(r.get("speedup"), 1, "x"), _fmt(r.get("throughput_per_s"), 0), _fmt(r.get("cold_start_ms"), 0),
+                 _rounds(r), _fmt(r.get("other_cores"), 2), _fmt(r.get("speedup"), 1, "x"), _fmt(r.get("throughput_per_s"), 0), _fmt(r.get("cold_start_ms"), 0),
                  rss_cell(r), _fmt(r.get("peak_rss_mb"), 0), _fmt(r.get("size_mb"), 1)]
                 for r in rows if r.get("latency_source") == "profile"]
         lines += ["## Speed on this machine", "", f"Host: {report['host_line']}.", ""] + _md_table(header, body)
