@@ -142,6 +142,7 @@ class IncSearch(Search):
         settings = settings_from_inc(config, self.candidates[0])
         trial_id = len(self.trials)
         bundle = self.work / "trials" / f"trial-{trial_id}"
+        shutil.rmtree(bundle, ignore_errors=True)  # a leftover of an earlier search in the same folder
         bundle.mkdir(parents=True)
         for f in self.source.iterdir():
             if f.is_file() and f.suffix != ".onnx":
