@@ -1,17 +1,20 @@
 """INT8 quantization methods side by side, on the default recipe's student and on the teacher.
 
-    flock /tmp/edgedistill-heavy.lock .venv/bin/python benchmarks/quantize.py            # about 30-40 min
-    flock /tmp/edgedistill-heavy.lock .venv/bin/python benchmarks/quantize.py --no-teacher --no-inc   # ~10 min
+    flock /tmp/edgedistill-heavy.lock .venv/bin/python benchmarks/quantize.py            # about 25 min on 2 cores
+    flock /tmp/edgedistill-heavy.lock .venv/bin/python benchmarks/quantize.py --no-teacher --no-inc   # ~8 min
 
 Student: the export artifact of runs/mpnet-to-tiny when that run exists, else the smoke run's
 (/tmp/runs/smoke), or --student PATH. Teacher: all-mpnet-base-v2 exported to ONNX here (cached).
-For each model: fp32; onnxruntime dynamic INT8 per tensor and per channel (8- and 7-bit weights); the
-word-embedding table alone in INT8 (per row, ours; per tensor, onnxruntime's); static QDQ calibrated on
-in-domain training sentences with MinMax, Entropy and Percentile (U8S8) and symmetric S8S8; the feed-forward
-down-projections kept in fp32; then the accuracy-aware search of each target preset (what the quantize
-stage does) and, with INC installed on demand, Intel Neural Compressor's autotune. Every variant is scored
-by the recipe's evaluator (STS-b test Spearman, retrieval nDCG@10, cosine to the fp32 model on training
-sentences) and timed in the same interleaved rounds (batch 1, text in, embedding out; and batch 32).
+Student: fp32; onnxruntime dynamic INT8 per tensor and per channel (8- and 7-bit weights); the word-embedding
+table alone in INT8 (per row, ours; per tensor, onnxruntime's); the portable preset (dynamic 7-bit per channel
++ INT8 table), also with the feed-forward down-projections kept in fp32; static QDQ calibrated on in-domain
+training sentences with MinMax, Entropy and Percentile (U8S8) and symmetric S8S8; the accuracy-aware search of
+each target preset (what the quantize stage does) and, with INC installed on demand, Intel Neural Compressor's
+autotune. Teacher (each variant takes ~1.5 min to score): fp32, onnxruntime's default dynamic INT8, the
+portable preset with and without the FFN down-projections in fp32, static MinMax QDQ and the portable search.
+Every variant is scored by the recipe's evaluator (STS-b test Spearman, retrieval nDCG@10, cosine to the fp32
+model on training sentences) and timed in the same interleaved rounds (batch 1, text in, embedding out; and
+batch 32). Finished variants are kept in --work and reused by the next run (delete it to start over).
 Writes benchmarks/results/quantize.md and quantize.json.
 """
 
@@ -24,6 +27,7 @@ import platform
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -265,37 +269,62 @@ def retime(args, timing: list[str]) -> None:
     (out / "quantize.md").write_text(markdown(result) + "\n")
 
 
-def run_model(name: str, source: Path, args, evaluator, calib, proxy_sentences, timing, evaluations) -> list[dict]:
-    granularity = "role" if name == "teacher" else "auto"
+def run_model(name: str, source: Path, args, evaluator, calib, proxy_sentences, timing, evaluations,
+              started: float) -> list[dict]:
+    """Every variant of one model, then all of them timed side by side. The student gets the full list; the
+    teacher (each variant ~1.5 min to evaluate) only what the comparison needs: plain dynamic, the portable
+    preset, the same with the FFN down-projections in fp32, static MinMax QDQ and the search's choice."""
+    student = name == "student"
+    t0 = time.perf_counter()
+    log.info("%s: preparing %s and scoring fp32", name, source)
     bench = Bench(name, source, Path(args.work) / name, evaluator, calib, proxy_sentences, timing,
-                  args.max_evaluations, granularity)
+                  args.max_evaluations, "auto" if student else "role")
+    log.info("%s: fp32 ready in %.0f s", name, time.perf_counter() - t0)
     S = QuantSettings
-    bench.variant("dynamic per-tensor 8-bit (onnxruntime defaults)",
-                  S(per_channel=False, reduce_range=False, embedding="fp32"))
-    bench.variant("dynamic per-channel 8-bit", S(per_channel=True, reduce_range=False, embedding="fp32"))
-    bench.variant("dynamic per-channel 7-bit", S(per_channel=True, reduce_range=True, embedding="fp32"))
-    if bench.table:
-        bench.variant("word embeddings only, INT8 per row (ours)", S(), table="only")
-        bench.variant("word embeddings only, INT8 per tensor (onnxruntime)", S(), table="per-tensor")
-    bench.variant("dynamic per-channel 7-bit + INT8 embeddings (portable)", S(per_channel=True, reduce_range=True))
-    bench.variant("dynamic per-channel 7-bit + INT8 embeddings, FFN down fp32",
-                  S(per_channel=True, reduce_range=True), exclude=bench.down)
-    for calib_method in args.calibrations if name == "student" else args.teacher_calibrations:
-        bench.variant(f"static QDQ {calib_method} U8S8 per-channel 7-bit + INT8 embeddings",
-                      S(method="static", calibration=calib_method, per_channel=True, reduce_range=True))
-    bench.variant("static QDQ minmax S8S8 symmetric per-channel + INT8 embeddings",
-                  S(method="static", calibration="minmax", activation_type="int8", activation_symmetric=True,
-                    per_channel=True))
-    for target in args.targets if name == "student" else args.teacher_targets:
-        bench.search(target, evaluations)
-    if args.inc and name == "student":
-        try:
-            bench.inc(evaluations)
-        except Exception as e:  # noqa: BLE001 - reported in the results, the rest still counts
-            log.warning("INC backend failed: %s", e)
-            evaluations.append({"model": name, "target": "inc", "error": str(e)})
+    steps: list[tuple[str, Callable[[], None]]] = []
+
+    def variant(label: str, settings: QuantSettings, **kw) -> None:
+        steps.append((label, lambda: bench.variant(label, settings, **kw)))
+
+    variant("dynamic per-tensor 8-bit (onnxruntime defaults)",
+            S(per_channel=False, reduce_range=False, embedding="fp32"))
+    if student:
+        variant("dynamic per-channel 8-bit", S(per_channel=True, reduce_range=False, embedding="fp32"))
+        variant("dynamic per-channel 7-bit", S(per_channel=True, reduce_range=True, embedding="fp32"))
+        if bench.table:
+            variant("word embeddings only, INT8 per row (ours)", S(), table="only")
+            variant("word embeddings only, INT8 per tensor (onnxruntime)", S(), table="per-tensor")
+    variant("dynamic per-channel 7-bit + INT8 embeddings (portable)", S(per_channel=True, reduce_range=True))
+    variant("dynamic per-channel 7-bit + INT8 embeddings, FFN down fp32", S(per_channel=True, reduce_range=True),
+            exclude=bench.down)
+    for calib_method in args.calibrations if student else args.teacher_calibrations:
+        variant(f"static QDQ {calib_method} U8S8 per-channel 7-bit + INT8 embeddings",
+                S(method="static", calibration=calib_method, per_channel=True, reduce_range=True))
+    if student:
+        variant("static QDQ minmax S8S8 symmetric per-channel + INT8 embeddings",
+                S(method="static", calibration="minmax", activation_type="int8", activation_symmetric=True,
+                  per_channel=True))
+    for target in args.targets if student else args.teacher_targets:
+        steps.append((f"search {target}", lambda target=target: bench.search(target, evaluations)))
+    if args.inc and student:
+        steps.append(("INC autotune", lambda: _inc(bench, evaluations)))
+    for i, (label, step) in enumerate(steps, 1):
+        log.info("%s [%d/%d] %s (%.0f s since the benchmark started)", name, i, len(steps), label,
+                 time.perf_counter() - started)
+        step()
+    log.info("%s: timing %d variants side by side (%d rounds of %d sentences)", name, len(bench.rows), args.rounds,
+             len(timing))
     bench.time_all(args.rounds)
+    log.info("%s: done in %.0f s", name, time.perf_counter() - t0)
     return bench.rows
+
+
+def _inc(bench: Bench, evaluations: list) -> None:
+    try:
+        bench.inc(evaluations)
+    except Exception as e:  # noqa: BLE001 - reported in the results, the rest still counts
+        log.warning("INC backend failed: %s", e)
+        evaluations.append({"model": bench.name, "target": "inc", "error": str(e)})
 
 
 def markdown(result: dict) -> str:
@@ -356,11 +385,11 @@ def main() -> None:
     parser.add_argument("--no-teacher", dest="teacher", action="store_false")
     parser.add_argument("--no-inc", dest="inc", action="store_false", help="skip the INC backend")
     parser.add_argument("--targets", nargs="*", default=["portable", "avx2", "arm64"], help="presets searched (student)")
-    parser.add_argument("--teacher-targets", nargs="*", default=["portable", "avx2"], help="presets searched (teacher)")
+    parser.add_argument("--teacher-targets", nargs="*", default=["portable"], help="presets searched (teacher)")
     parser.add_argument("--calibrations", nargs="*", default=["minmax", "entropy", "percentile"])
     # onnxruntime's entropy calibrator ran for over 20 minutes on the teacher's activations (single-threaded
-    # KL search over histograms widened by the outliers), so the teacher skips it by default.
-    parser.add_argument("--teacher-calibrations", nargs="*", default=["minmax", "percentile"])
+    # KL search over histograms widened by the outliers); MinMax alone shows the teacher's static-QDQ collapse.
+    parser.add_argument("--teacher-calibrations", nargs="*", default=["minmax"])
     parser.add_argument("--max-evaluations", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--work", default="/tmp/edgedistill-bench-quantize")
@@ -383,10 +412,10 @@ def main() -> None:
     student = find_student(args.student)
     t0 = time.perf_counter()
     evaluations: list = []
-    rows = run_model("student", student, args, evaluator, calib, proxy_sentences, timing, evaluations)
+    rows = run_model("student", student, args, evaluator, calib, proxy_sentences, timing, evaluations, t0)
     if args.teacher:
         rows += run_model("teacher", teacher_bundle(runner.teacher_path), args, evaluator, calib, proxy_sentences,
-                          timing, evaluations)
+                          timing, evaluations, t0)
     result = {"command": "flock /tmp/edgedistill-heavy.lock .venv/bin/python benchmarks/quantize.py"
                          + "".join(f" {a}" for a in sys.argv[1:]),
               "date": time.strftime("%Y-%m-%d %H:%M"), "host": {**host_facts(), "platform": platform.platform()},

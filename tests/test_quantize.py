@@ -396,11 +396,14 @@ FAKE_INC = {
 }
 
 
-def _fake_inc_python(tmp_path: Path) -> Path:
+def _fake_inc_python(tmp_path: Path, tuning: str | None = None) -> Path:
+    """A 'python' that runs the real worker script with the stand-in INC package (``tuning`` replaces its
+    tuning module). Needs neither the INC virtualenv nor the network."""
     import sys
 
     root = tmp_path / "fake-inc"
-    for name, text in FAKE_INC.items():
+    files = {**FAKE_INC, **({"quantization/tuning.py": tuning} if tuning else {})}
+    for name, text in files.items():
         path = root / "onnx_neural_compressor" / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
@@ -429,6 +432,56 @@ def test_inc_backend_survives_exit_and_returns_the_best_trial(tmp_path: Path, bu
     record = result.trials[1].record()
     assert record["backend"] == "inc" and record["setting"].startswith("INC static_quant: static percentile")
     assert {"proxy_cosine", "latency_ms_b1", "size_mb", "sts_spearman", "relative_drop"} <= set(record)
+
+
+def test_inc_worker_failing_before_any_trial_is_an_error_with_its_log(tmp_path: Path, bundle: Path) -> None:
+    from edgedistill.quant.inc import IncError, IncSearch
+
+    tuning = ("class TuningConfig:\n    def __init__(self, **kw):\n        pass\n"
+              "def _quantize(*a, **k):\n    pass\n"
+              "def autotune(*a, **k):\n    print('INC log line')\n    raise RuntimeError('unsupported model')\n")
+    search = IncSearch(bundle, tmp_path / "s", presets.portable(), calibration_sentences=make_sentences(4),
+                       budget=Budget({"sts_spearman": 80.0}, ["sts_spearman"], 0.01),
+                       evaluate=lambda b: pytest.fail("nothing to evaluate"),
+                       proxy=measure.Proxy(bundle, make_sentences(4)),
+                       latency_fn=lambda b: {"latency_ms_b1": 1.0}, python=_fake_inc_python(tmp_path, tuning))
+    with pytest.raises(IncError, match=r"failed before any trial: RuntimeError: unsupported model.*INC log line"):
+        search.run()
+
+
+def test_inc_worker_killed_mid_search_keeps_the_trials_so_far(tmp_path: Path, bundle: Path) -> None:
+    from edgedistill.quant.inc import IncSearch
+
+    tuning = FAKE_INC["quantization/tuning.py"].replace(
+        "    print('no config meets the goal')\n", "    os._exit(3)\n")  # a hard crash: no exit(), no report
+    scores = iter([79.0, 76.0])
+    search = IncSearch(bundle, tmp_path / "s", presets.avx2(), calibration_sentences=make_sentences(4),
+                       budget=Budget({"sts_spearman": 80.0}, ["sts_spearman"], 0.001),
+                       evaluate=lambda b: {"sts_spearman": next(scores)},
+                       proxy=measure.Proxy(bundle, make_sentences(4)), latency_fn=lambda b: {"latency_ms_b1": 1.0},
+                       python=_fake_inc_python(tmp_path, tuning), config=SearchConfig(max_evaluations=2))
+    result = search.run()
+    assert search.inc_status == {} and len(result.trials) == 2 and result.chosen.id == 0
+
+
+def test_stage_with_the_inc_backend_saves_and_reports_like_onnxruntime(tmp_path: Path, bundle: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from edgedistill.quant import inc
+
+    monkeypatch.setattr(inc, "ensure_venv", lambda: _fake_inc_python(tmp_path))
+    ctx = _ctx(tmp_path, bundle, ScriptedEvaluator([79.9]), {"sts_spearman": 80.0})
+    result = quantize.run(QuantizeStage(type="quantize", backend="inc", search=FAST), ctx)
+    m = result.metrics
+    assert m["backend"] == "inc" and m["within_budget"] and m["chosen_trial"] == 0 and m["evaluations"] == 1
+    assert m["trials"][0]["inc_config"]["name"] == "dynamic_quant"
+    assert m["trials"][0]["latency_ms_b1"] > 0 and "search_latency_ms_b1" in m["trials"][0]  # timed side by side
+    config = json.loads((ctx.artifact_dir / quantize.CONFIG_FILE).read_text())
+    assert config["backend"] == "inc" and config["method"] == "dynamic"
+    assert config["measured"]["relative_drop"] == pytest.approx(0.00125)
+    assert json.loads((ctx.artifact_dir / "manifest.json").read_text())["quantization"]["backend"] == "inc"
+    section = quantize.report_section(m)
+    assert section.startswith("Backend inc, target portable") and "| 0 | INC dynamic_quant: dynamic" in section
+    assert "**chosen**" in section
 
 
 def test_inc_requirements_come_from_the_extra() -> None:
