@@ -480,6 +480,7 @@ def test_stage_with_the_inc_backend_saves_and_reports_like_onnxruntime(tmp_path:
     assert config["measured"]["relative_drop"] == pytest.approx(0.00125)
     assert json.loads((ctx.artifact_dir / "manifest.json").read_text())["quantization"]["backend"] == "inc"
     section = quantize.report_section(m)
+    assert m["inc_status"] == {"status": "returned"} and "INC's autotune ended: returned" in section
     assert section.startswith("Backend inc, target portable") and "| 0 | INC dynamic_quant: dynamic" in section
     assert "**chosen**" in section
 

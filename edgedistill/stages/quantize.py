@@ -91,6 +91,8 @@ def run(cfg: QuantizeStage, ctx: StageContext) -> StageResult:
         "budget": {"max_drop": cfg.max_drop, "metrics": measured, "max_size_mb": cfg.max_size_mb,
                    "reference": {m: ctx.input_evaluation[m] for m in measured}},
     }
+    if cfg.backend == "inc":  # how INC's autotune ended: returned, exhausted, exit (nothing met its goal)
+        metrics["inc_status"] = {k: v for k, v in search.inc_status.items() if k in ("status", "message")}
     if result.chosen is None:
         write_json_atomic(ctx.work_dir / "trials.json", trials)
         raise GateError("quantize: no trial could be evaluated; see trials.json in the stage's temporary folder")
@@ -150,6 +152,11 @@ def report_section(metrics: dict) -> str:
              f"at most {100 * budget.get('max_drop', 0):.1f}% relative drop of "
              f"{', '.join(budget.get('metrics', [])) or 'nothing measured'} vs fp32{cap}. fp32 input: batch-1 "
              f"{_f(fp32.get('latency_ms_b1'), '.3f')} ms, {_f(fp32.get(b), '.3f')} ms/sentence batched.")
+    inc = metrics.get("inc_status")
+    if inc:
+        intro += (f" INC's autotune ended: {inc.get('status', 'no report')}"
+                  + (f" ({inc['message']})" if inc.get("message") else "")
+                  + "; the trial kept is chosen here from every trial INC proposed, not INC's last.")
     header = (f"| trial | setting | fp32 groups | proxy cos | STS-b | retrieval | worst drop % | batch-1 ms "
               f"| {b.rsplit('_', 1)[-1]} ms/sent | size MB | |")
     lines = [intro, "", header, "|---|---|---|---|---|---|---|---|---|---|---|"]
