@@ -26,6 +26,7 @@ from pathlib import Path, PurePosixPath
 
 from edgedistill.catalog import DEFAULT_CATALOG, BuildContext, Catalog, CatalogEntry, PipSource
 from edgedistill.errors import AssetError
+from edgedistill.integrity import build_manifest, sha256_file, verify_manifest
 
 logger = logging.getLogger(__name__)
 
@@ -72,15 +73,6 @@ def resolve(
     return Resolver(catalog, cache=cache, pip_args=pip_args).resolve(spec)
 
 
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def safe_name(name: str) -> str:
     """A directory name for an asset: `org/model` -> `org--model`."""
     return re.sub(r"[^A-Za-z0-9._-]", "-", name.replace("/", "--"))
@@ -122,9 +114,22 @@ class Resolver:
             marker = json.loads((path / MARKER).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return False
-        return marker.get("fingerprint") == entry.fingerprint() and all(
-            (path / rel).is_file() for rel in entry.outputs
-        )
+        if marker.get("fingerprint") != entry.fingerprint():
+            return False
+        manifest = marker.get("manifest")
+        if manifest is None:  # cached by an older version: check the pinned outputs in full, then record all
+            problems = [rel for rel, sha in marker.get("files", {}).items()
+                        if not (path / rel).is_file() or sha256_file(path / rel) != sha]
+            problems += [rel for rel in entry.outputs if rel not in marker.get("files", {})]
+            if not problems:
+                marker["manifest"] = build_manifest(path, skip=frozenset({MARKER}))
+                _write_marker(path, marker)
+        else:
+            problems = verify_manifest(path, manifest, skip=frozenset({MARKER}))
+        if problems:
+            logger.warning("%s: the cached copy in %s is damaged (%s); fetching it again", entry.name, path,
+                           "; ".join(problems))
+        return not problems
 
     def fetch(self, entry: CatalogEntry) -> Path:
         """The cached directory of `entry`, fetching and building it (and its dependencies) if needed."""
@@ -177,8 +182,10 @@ class Resolver:
             "license": entry.license,
             "build_seconds": round(seconds, 1),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            # Every file's sha256, size and mtime: a damaged cached copy is detected and fetched again.
+            "manifest": build_manifest(out, skip=frozenset({MARKER})),
         }
-        (out / MARKER).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
+        _write_marker(out, marker)
         if final.exists():  # an outdated copy (changed pins): move it aside, then swap in the new one
             os.replace(final, tmp / "outdated")
         os.replace(out, final)
@@ -253,13 +260,58 @@ class Resolver:
         try:
             import huggingface_hub
 
-            return Path(huggingface_hub.snapshot_download(repo_id=spec))
+            snapshot = Path(huggingface_hub.snapshot_download(repo_id=spec))
         except Exception as exc:  # noqa: BLE001 - any hub failure gets the same advice
             reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
             raise AssetError(
                 f"cannot resolve {spec!r}: it is not a local path, not in the catalog ({names}), and the "
                 f"Hugging Face hub is unreachable or has no such repo ({reason}). {fix}"
             ) from exc
+        verify_hub_snapshot(snapshot, self.root.parent / "hub-verified", spec)
+        return snapshot
+
+
+def _git_blob_sha1(path: Path) -> str:
+    digest = hashlib.sha1(f"blob {path.stat().st_size}\0".encode())  # git's object id, not security
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify_hub_snapshot(snapshot: Path, stamps: Path, spec: str) -> None:
+    """Check every file of a hub snapshot against the id the hub served it under: the sha256 of LFS files
+    (weights), the git blob sha1 of small ones. huggingface_hub names each cached blob by that id. Verified
+    snapshots are stamped (sizes and mtimes), so a file is hashed again only if it changed."""
+    stamp = stamps / f"{safe_name(spec)}--{snapshot.name}.json"
+    try:
+        manifest = json.loads(stamp.read_text())
+        if not verify_manifest(snapshot, manifest, skip=frozenset()):
+            return
+    except (OSError, ValueError):
+        pass
+    for link in sorted(p for p in snapshot.rglob("*") if p.is_file()):
+        blob = link.resolve().name
+        if re.fullmatch(r"[0-9a-f]{64}", blob):
+            actual = sha256_file(link)
+        elif re.fullmatch(r"[0-9a-f]{40}", blob):
+            actual = _git_blob_sha1(link)
+        else:
+            continue  # not a hub cache layout (e.g. a local_dir download): nothing to compare with
+        if actual != blob:
+            raise AssetError(
+                f"{spec}: {link.relative_to(snapshot)} in the hub cache does not match the hash the hub served it "
+                f"under ({actual} != {blob}); it is corrupted or was changed. Delete {link.resolve()} and run again.")
+    stamps.mkdir(parents=True, exist_ok=True)
+    tmp = stamp.with_name(f".{stamp.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(build_manifest(snapshot, skip=frozenset())))
+    os.replace(tmp, stamp)
+
+
+def _write_marker(folder: Path, marker: dict) -> None:
+    tmp = folder / f".{MARKER}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, folder / MARKER)
 
 
 def _pip_error(stderr: str) -> str:

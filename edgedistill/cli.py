@@ -36,17 +36,22 @@ def main(verbose: bool) -> None:
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=OVERRIDE_HELP)
 @click.option("--runs-dir", type=click.Path(path_type=Path), default=Path("runs"), show_default=True,
               help="Where run folders go (runs/<recipe name>/).")
-def run(recipe: Path, overrides: tuple[str, ...], runs_dir: Path) -> None:
+@click.option("--full-check", is_flag=True, help="Hash every file of a finished stage before reusing it "
+              "(default: only files whose size or modification time changed since the stage finished).")
+def run(recipe: Path, overrides: tuple[str, ...], runs_dir: Path, full_check: bool) -> None:
     """Run RECIPE's stages; finished stages are reused, an interrupted run resumes."""
+    from edgedistill.integrity import storage_error
     from edgedistill.recipe import load_recipe
 
     try:
         parsed = load_recipe(recipe, overrides)
         from edgedistill.runner import Runner
 
-        Runner(parsed, runs_dir).run()
+        Runner(parsed, runs_dir, full_check=full_check).run()
     except EdgedistillError as e:
         _fail(e)
+    except OSError as e:  # not one the runner knows how to advise on: still no traceback
+        _fail(storage_error(e, "the run"))
     except KeyboardInterrupt:
         click.echo("interrupted: finished stages are kept; run the same command again to resume", err=True)
         sys.exit(130)

@@ -19,3 +19,11 @@ class AssetError(EdgedistillError):
 
 class GateError(EdgedistillError):
     """A stage lost more quality than the recipe allows."""
+
+
+class StorageError(EdgedistillError):
+    """A run or cache folder cannot be written or read (full disk, read-only, permissions)."""
+
+
+class IntegrityError(EdgedistillError):
+    """A finished file no longer matches the sha256 recorded when it was written."""

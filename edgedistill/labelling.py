@@ -68,8 +68,13 @@ def teacher_labels(teacher: Path, sentences: list[str], batch_size: int, device:
     folder = cache_dir() / "labels"
     path, hidden_path = folder / f"{key}.npy", folder / f"{key}.hidden.npy"
     if path.is_file() and (not hidden_layers or hidden_path.is_file()):
-        log.info("teacher labels: cached (%s)", path)
-        return np.load(path), np.load(hidden_path) if hidden_layers else None
+        try:  # a truncated or garbled cache file is computed again
+            cached = np.load(path), np.load(hidden_path) if hidden_layers else None
+            if len(cached[0]) == len(sentences):
+                log.info("teacher labels: cached (%s)", path)
+                return cached
+        except (OSError, ValueError, EOFError) as e:
+            log.warning("teacher labels: the cached %s is damaged (%s); encoding again", path, e)
     log.info("teacher labels: encoding %d sentences on %s with %d process(es) (cached afterwards)",
              len(sentences), device, processes)
     t0 = time.perf_counter()

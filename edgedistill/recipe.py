@@ -17,7 +17,7 @@ ONNX = "onnx"
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class StudentConfig(_Strict):
@@ -313,6 +313,14 @@ class EvaluationConfig(_Strict):
     batch_size: int = Field(default=64, gt=0)
 
 
+class TrustConfig(_Strict):
+    """What a recipe allows model files to do. Code shipped with a model (trust_remote_code) is never run."""
+
+    pickle_weights: bool = Field(
+        default=False, description="Allow model folders whose weights are only in a pickle format (.bin, .pt): "
+        "loading pickles can run code, so only for sources you trust. Safetensors are always preferred.")
+
+
 class Recipe(_Strict):
     """A whole run: teacher, data, evaluation and an ordered list of stages."""
 
@@ -323,6 +331,7 @@ class Recipe(_Strict):
     evaluation: EvaluationConfig = EvaluationConfig()
     stages: list[StageConfig] = Field(min_length=1)
     threads: int = Field(default=0, ge=0, description="torch CPU threads; 0 = all cores.")
+    trust: TrustConfig = TrustConfig()
 
     @model_validator(mode="after")
     def _stage_order(self) -> Recipe:
@@ -392,7 +401,11 @@ def apply_override(data: dict[str, Any], assignment: str) -> None:
     if "=" not in assignment:
         raise RecipeError(f"--set {assignment!r}: expected KEY=VALUE, e.g. --set stages.0.epochs=1")
     key, raw = assignment.split("=", 1)
-    value = yaml.safe_load(raw) if raw else ""
+    try:
+        value = yaml.safe_load(raw) if raw else ""
+    except yaml.YAMLError as e:
+        raise RecipeError(f"--set {key}: the value {raw!r} is not valid YAML ({_one_line(e)}); quote strings, "
+                          "e.g. --set 'stages.0.student.init=\"my model\"'") from None
     parts = key.strip().split(".")
     node: Any = data
     for i, part in enumerate(parts):
@@ -414,13 +427,21 @@ def apply_override(data: dict[str, Any], assignment: str) -> None:
             raise RecipeError(f"--set {key}: '{'.'.join(parts[:i])}' is a value, not a section")
 
 
+def _one_line(err: Exception) -> str:
+    return " ".join(str(err).split())
+
+
 def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
     """Read, override and validate a recipe; raise RecipeError with a readable message on any problem."""
     path = Path(path)
     if not path.is_file():
         raise RecipeError(f"{path}: no such recipe file. List the shipped ones with `edgedistill recipes`.")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise RecipeError(f"{path}: not a UTF-8 text file (byte {e.start}); save the recipe as UTF-8") from None
+    except OSError as e:
+        raise RecipeError(f"{path}: cannot be read: {e.strerror or e}") from None
     except yaml.YAMLError as e:
         raise RecipeError(f"{path}: not valid YAML: {e}") from None
     if not isinstance(data, dict):

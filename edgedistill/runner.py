@@ -19,6 +19,14 @@ from edgedistill.assets import cache_dir, resolve
 from edgedistill.data import fingerprint, load_retrieval, load_sentences, load_sts, sample
 from edgedistill.encoders import load_encoder
 from edgedistill.evaluate import EvalSet, Evaluator, TeacherReference
+from edgedistill.integrity import (
+    STORAGE_ERRNOS,
+    check_folder,
+    check_model_folder,
+    start_kill_watch,
+    storage_error,
+    write_manifest,
+)
 from edgedistill.recipe import Recipe
 
 log = logging.getLogger(__name__)
@@ -105,11 +113,16 @@ def pick_device(requested: str = "auto") -> str:
 
 
 class Runner:
-    """Runs one recipe into ``runs_dir/<recipe name>/``."""
+    """Runs one recipe into ``runs_dir/<recipe name>/``.
 
-    def __init__(self, recipe: Recipe, runs_dir: Path | str = "runs") -> None:
+    A finished stage folder is reused only if every file still matches the manifest (``files.json``) written
+    when it finished: by size and mtime, or by sha256 for every file when ``full_check`` is set.
+    """
+
+    def __init__(self, recipe: Recipe, runs_dir: Path | str = "runs", full_check: bool = False) -> None:
         self.recipe = recipe
         self.run_dir = Path(runs_dir).resolve() / recipe.name
+        self.full_check = full_check
         self._evaluator: Evaluator | None = None
         self._eval_set: EvalSet | None = None
         self.teacher_path: Path | None = None
@@ -147,11 +160,17 @@ class Runner:
                           fingerprint(data.heldout), pick_device())
         folder = cache_dir() / "teacher-eval" / key
         if (folder / "metrics.json").is_file():
-            log.info("teacher evaluation: cached (%s)", folder)
-            metrics = json.loads((folder / "metrics.json").read_text())
-            arrays = {name: np.load(folder / f"{name}.npy") if (folder / f"{name}.npy").is_file() else None
-                      for name in ("heldout", "corpus")}
-            return metrics, TeacherReference(**arrays)
+            problems = check_folder(folder, self.full_check)
+            try:
+                if problems:
+                    raise ValueError("; ".join(problems))
+                metrics = json.loads((folder / "metrics.json").read_text())
+                arrays = {name: np.load(folder / f"{name}.npy") if (folder / f"{name}.npy").is_file() else None
+                          for name in ("heldout", "corpus")}
+                log.info("teacher evaluation: cached (%s)", folder)
+                return metrics, TeacherReference(**arrays)
+            except (OSError, ValueError) as e:
+                log.warning("teacher evaluation: the cached copy in %s is damaged (%s); evaluating again", folder, e)
         log.info("evaluating the teacher's quality once (cached afterwards)")
         encoder = load_encoder("teacher", self.teacher_path, device=pick_device())
         reference = TeacherReference(
@@ -168,6 +187,7 @@ class Runner:
             if getattr(reference, name) is not None:
                 np.save(tmp / f"{name}.npy", getattr(reference, name))
         write_json_atomic(tmp / "metrics.json", metrics)
+        write_manifest(tmp, skip=frozenset())
         if folder.exists():
             shutil.rmtree(folder)
         os.replace(tmp, folder)
@@ -191,12 +211,25 @@ class Runner:
         return self.run_dir / f"{index:02d}-{stage_type}-{key}"
 
     def run(self) -> list[StageRecord]:
-        """Run every unfinished stage, then write the report. Returns one record per stage."""
+        """Run every unfinished stage, then write the report. Returns one record per stage.
+
+        A full disk, a read-only folder or a missing permission raises StorageError; finished stages stay.
+        """
+        try:
+            return self._run()
+        except OSError as e:
+            if e.errno not in STORAGE_ERRNOS:
+                raise
+            raise storage_error(e, f"run {self.recipe.name}") from e
+
+    def _run(self) -> list[StageRecord]:
         from edgedistill.report import write_report
 
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        start_kill_watch(self.run_dir)
         self._set_threads()
         self.teacher_path = resolve(self.recipe.teacher)
+        check_model_folder(self.teacher_path, "teacher", self.recipe.trust.pickle_weights)
         teacher_metrics, _ = self.teacher_evaluation()
         current = Artifact("teacher", self.teacher_path, self.root_key())
         current_eval = teacher_metrics
@@ -241,9 +274,9 @@ class Runner:
         config = cfg.model_dump()
         key = content_key(config, input_.key)
         final = self.stage_dir(index, cfg.type, key)
-        if (final / "metrics.json").is_file():
+        record = self._finished(index, cfg.type, final, input_)
+        if record is not None:
             log.info("stage %d %s: finished earlier, reusing %s", index, cfg.type, final.name)
-            record = read_record(final, input_)
             if record.metrics.get("eval_key") != self.eval_key() and not record.metrics.get("passthrough"):
                 record.evaluation = self.evaluate_artifact(record.artifact)
                 record.metrics.update(evaluation=record.evaluation, eval_key=self.eval_key())
@@ -251,11 +284,44 @@ class Runner:
             record.reused = True
             return record
 
+        if cfg.type == "distill" and cfg.student.init != "teacher":
+            check_model_folder(resolve(cfg.student.init), "stages.distill.student.init",
+                               self.recipe.trust.pickle_weights)
         work = self.run_dir / f".tmp-{final.name}"
         if work.exists():
             log.info("stage %d %s: discarding an unfinished attempt", index, cfg.type)
             shutil.rmtree(work)
         work.mkdir(parents=True)
+        try:
+            return self._execute(index, cfg, config, key, final, work, input_, input_eval)
+        except OSError as e:
+            shutil.rmtree(work, ignore_errors=True)  # give the space back; checkpoints (.ckpt-*) are kept
+            if e.errno not in STORAGE_ERRNOS:
+                raise
+            raise storage_error(e, f"stage {index} {cfg.type}") from e
+
+    def _finished(self, index: int, stage_type: str, final: Path, input_: Artifact) -> StageRecord | None:
+        """The record of a finished, intact stage folder; None if there is none. A damaged one is removed."""
+        if not (final / "metrics.json").is_file():
+            return None
+        problems = check_folder(final, self.full_check)
+        try:
+            record = read_record(final, input_)
+        except (OSError, ValueError, KeyError) as e:
+            problems = [*(problems or []), f"unreadable record: {e}"]
+        if problems is None:  # finished by a version that wrote no manifest: record the files as they are now
+            log.info("stage %d %s: recording the sha256 of its files (files.json)", index, stage_type)
+            write_manifest(final)
+            problems = []
+        if not problems:
+            return record
+        log.warning("stage %d %s: %s is damaged (%s); running the stage again", index, stage_type, final.name,
+                    "; ".join(problems))
+        shutil.rmtree(final)
+        return None
+
+    def _execute(self, index: int, cfg: Any, config: dict[str, Any], key: str, final: Path, work: Path,
+                 input_: Artifact, input_eval: dict[str, float]) -> StageRecord:
         ctx = StageContext(
             recipe=self.recipe, index=index, teacher=self.teacher_path, input=input_, work_dir=work,
             device=pick_device(getattr(cfg, "device", "auto")), input_evaluation=input_eval,
@@ -287,6 +353,7 @@ class Runner:
             from edgedistill.bundle import write_model_card
 
             write_model_card(ctx.artifact_dir, self.recipe, config, metrics)
+        write_manifest(work)  # every file's sha256, checked before the stage is reused
         if final.exists():  # a folder without metrics.json is not a finished stage: replace it
             shutil.rmtree(final)
         os.replace(work, final)

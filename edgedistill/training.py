@@ -200,13 +200,19 @@ def train(job: TrainJob) -> dict[str, Any]:
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = ckpt_dir / "latest.pt"
     step, best_score, best_step, best_state, history = 0, -math.inf, 0, None, []
-    if ckpt_path.is_file():
-        state = torch.load(ckpt_path, map_location=device, weights_only=False)
+    try:  # a damaged checkpoint is discarded (training starts over), never unpickled as arbitrary objects
+        state = torch.load(ckpt_path, map_location=device, weights_only=True) if ckpt_path.is_file() else None
+    except Exception as e:  # noqa: BLE001
+        log.warning("discarding the unreadable checkpoint %s (%s); training from the start", ckpt_path, e)
+        state = None
+    if state is not None:
         module.load_state_dict(state["module"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         step, best_score, best_step, history = state["step"], state["best_score"], state["best_step"], state["history"]
         best_state = state.get("best_state")
+        if "rng" in state:  # the same dropout masks as an uninterrupted run
+            torch.set_rng_state(state["rng"])
         log.info("resuming training from step %d/%d (%s)", step, total_steps, ckpt_path)
 
     def evaluate(at_step: int) -> None:
@@ -270,7 +276,7 @@ def train(job: TrainJob) -> dict[str, Any]:
             _save_checkpoint(ckpt_path, {"module": module.state_dict(), "optimizer": optimizer.state_dict(),
                                          "scheduler": scheduler.state_dict(), "step": step, "history": history,
                                          "best_score": best_score, "best_step": best_step,
-                                         "best_state": best_state})
+                                         "best_state": best_state, "rng": torch.get_rng_state()})
     if progress_bar is not None:
         progress_bar.close()
     evaluate(step)
