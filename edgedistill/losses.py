@@ -49,7 +49,8 @@ class Cosine(torch.nn.Module):
 
 
 class InBatchKL(torch.nn.Module):
-    """KL divergence between teacher and student similarity distributions over the batch (soft labels).
+    """KL divergence between teacher and student similarity distributions over the other sentences of the batch
+    (soft labels).
 
     The temperature moves linearly from ``temperature`` to ``temperature_end`` over training.
     """
@@ -62,8 +63,11 @@ class InBatchKL(torch.nn.Module):
 
     def forward(self, b: Batch, progress: float) -> torch.Tensor:
         t = self.start + (self.end - self.start) * progress
-        student = F.log_softmax(b.embeddings @ b.embeddings.T / t, dim=-1)
-        teacher = F.softmax(b.targets @ b.targets.T / t, dim=-1)
+        # Each sentence's similarity to itself is left out: on normalised embeddings it is always 1 and, at low
+        # temperatures, it would take nearly all of the probability mass and leave nothing to learn.
+        self_pairs = torch.eye(len(b.embeddings), dtype=torch.bool, device=b.embeddings.device)
+        student = F.log_softmax((b.embeddings @ b.embeddings.T / t).masked_fill(self_pairs, -1e4), dim=-1)
+        teacher = F.softmax((b.targets @ b.targets.T / t).masked_fill(self_pairs, -1e4), dim=-1)
         return F.kl_div(student, teacher, reduction="batchmean") * t * t
 
 

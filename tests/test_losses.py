@@ -1,0 +1,32 @@
+"""Loss modules on hand-made batches."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from edgedistill.losses import Batch, InBatchKL
+
+
+def _normed(x: torch.Tensor) -> torch.Tensor:
+    return F.normalize(x, dim=-1)
+
+
+def test_in_batch_kl_is_zero_for_the_same_similarities_and_ignores_self_pairs() -> None:
+    torch.manual_seed(0)
+    teacher = _normed(torch.randn(8, 16))
+    rotation, _ = torch.linalg.qr(torch.randn(16, 16))
+    loss = InBatchKL(temperature=0.05)
+    # A rotated copy has the same similarity structure: nothing to learn.
+    assert loss(Batch(embeddings=teacher @ rotation, targets=teacher), 0.0).item() < 1e-6
+    # A different structure is penalised, and strongly even at a low temperature (self-pairs would swamp it).
+    other = loss(Batch(embeddings=_normed(torch.randn(8, 16)), targets=teacher), 0.0).item()
+    assert other > 1e-3
+
+
+def test_in_batch_kl_temperature_schedule() -> None:
+    torch.manual_seed(1)
+    b = Batch(embeddings=_normed(torch.randn(6, 8)), targets=_normed(torch.randn(6, 8)))
+    scheduled = InBatchKL(temperature=0.05, temperature_end=1.0)
+    assert torch.isclose(scheduled(b, 0.0), InBatchKL(0.05)(b, 0.0))
+    assert torch.isclose(scheduled(b, 1.0), InBatchKL(1.0)(b, 1.0))
