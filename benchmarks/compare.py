@@ -418,8 +418,10 @@ def place_labels(points: list[tuple[float, float]], size: tuple[float, float] = 
 def write_chart(rows: list[dict[str, Any]], path: Path, title: str) -> None:
     """Quality versus batch-1 latency (log scale) with each metric's Pareto front: top row the full range,
     bottom row zoomed on the models within 85% of the teacher. Points carry the table's row numbers."""
-    import matplotlib
-
+    try:
+        import matplotlib
+    except ImportError:
+        sys.exit("matplotlib is missing; install the bench extra: .venv/bin/pip install -e '.[bench]'")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
