@@ -1,7 +1,7 @@
 """INT8 quantization methods side by side, on the default recipe's student and on the teacher.
 
-    flock /tmp/edgedistill-heavy.lock .venv/bin/python benchmarks/quantize.py            # about 25 min on 2 cores
-    flock /tmp/edgedistill-heavy.lock .venv/bin/python benchmarks/quantize.py --no-teacher --no-inc   # ~8 min
+    flock /tmp/edgedistill-heavy.lock .venv/bin/python benchmarks/quantize.py            # ~14 min, 25 CPU-min
+    flock /tmp/edgedistill-heavy.lock .venv/bin/python benchmarks/quantize.py --no-teacher --no-inc   # ~3 min
 
 Student: the export artifact of runs/mpnet-to-tiny when that run exists, else the smoke run's
 (/tmp/runs/smoke), or --student PATH. Teacher: all-mpnet-base-v2 exported to ONNX here (cached).
@@ -21,6 +21,7 @@ Writes benchmarks/results/quantize.md and quantize.json.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import platform
@@ -129,6 +130,20 @@ class Bench:
         log.info("%s / %s: reused from an earlier run", self.name, done["row"]["variant"])
         return True
 
+    def quality(self, bundle: Path) -> dict:
+        """The evaluator's scores, once per distinct model file: a search trial identical to a fixed variant
+        (the portable preset's all-INT8 trial, the teacher's FFN down-projections in fp32) is not scored again."""
+        digest = hashlib.sha256()
+        with open(bundle / "model.onnx", "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+        scored = self.progress.setdefault("quality", {})
+        if digest.hexdigest() in scored:
+            log.info("%s: %s is the same model as one already scored; its scores are reused", self.name, bundle)
+        else:
+            scored[digest.hexdigest()] = self.evaluator.quality(OnnxEncoder(bundle))
+        return scored[digest.hexdigest()]
+
     def folder(self, key: str) -> Path:
         folder = self.work / f"v-{content_key(key)}"
         shutil.rmtree(folder, ignore_errors=True)
@@ -139,13 +154,15 @@ class Bench:
         return folder
 
     def add(self, label: str, bundle: Path, config: dict, fp32_nodes: int = 0, seconds: float = 0.0,
-            quality: dict | None = None, note: str = "", key: str | None = None, search: dict | None = None) -> None:
+            quality: dict | None = None, note: str = "", key: str | None = None, search: dict | None = None,
+            proxy_cosine: float | None = None) -> None:
         t0 = time.perf_counter()
-        quality = quality or self.evaluator.quality(OnnxEncoder(bundle))
+        quality = quality or self.quality(bundle)
         row = {"model": self.name, "variant": label, "config": config, "fp32_nodes": fp32_nodes,
                "sts_spearman": quality.get("sts_spearman"), "retrieval_ndcg10": quality.get("retrieval_ndcg10"),
                "teacher_cosine_mean": quality.get("teacher_cosine_mean"),
-               "proxy_cosine": self.proxy.cosine(bundle), "size_mb": artifact_size_mb(bundle),
+               "proxy_cosine": proxy_cosine if proxy_cosine is not None else self.proxy.cosine(bundle),
+               "size_mb": artifact_size_mb(bundle),
                "seconds": round(seconds + time.perf_counter() - t0, 1), "note": note, "bundle": str(bundle)}
         for metric in ("sts_spearman", "retrieval_ndcg10"):
             ref = self.reference.get(metric)
@@ -196,7 +213,7 @@ class Bench:
         budget = Budget(self.reference, ["sts_spearman", "retrieval_ndcg10"], 0.01)
         timing = self.timing
         search = Search(self.source, self.work / f"search-{target}", PRESETS[target](), budget=budget,
-                        evaluate=lambda b: self.evaluator.quality(OnnxEncoder(b)), proxy=self.proxy,
+                        evaluate=self.quality, proxy=self.proxy,
                         calibration_feeds=self.feeds, latency_fn=lambda b: measure.latency(b, timing, repeats=2),
                         config=SearchConfig(granularity=self.granularity, max_evaluations=self.max_evaluations),
                         final_timing=lambda bundles: measure.interleaved_latency(bundles, timing, rounds=2))
@@ -210,6 +227,7 @@ class Bench:
                 + ("" if result.within_budget else "; nothing met the budget, best kept"))
         self.add(f"search {target}: {chosen.label}", chosen.bundle, chosen.settings.model_dump(mode="json"),
                  fp32_nodes=len(chosen.excluded), seconds=time.perf_counter() - t0, quality=chosen.quality,
+                 proxy_cosine=chosen.proxy_cosine,
                  note=note + (f"; fp32 groups: {', '.join(chosen.excluded_groups)}" if chosen.excluded_groups else ""),
                  key=f"search {target}", search=entry)
 
@@ -222,7 +240,7 @@ class Bench:
         budget = Budget(self.reference, ["sts_spearman", "retrieval_ndcg10"], 0.01)
         search = IncSearch(self.source, self.work / "search-inc", PRESETS["avx2"](),
                            calibration_sentences=self.calib_sentences, budget=budget,
-                           evaluate=lambda b: self.evaluator.quality(OnnxEncoder(b)), proxy=self.proxy,
+                           evaluate=self.quality, proxy=self.proxy,
                            latency_fn=lambda b: measure.latency(b, self.timing, repeats=2),
                            config=SearchConfig(max_evaluations=self.max_evaluations),
                            final_timing=lambda bundles: measure.interleaved_latency(bundles, self.timing, rounds=2))
@@ -235,7 +253,8 @@ class Bench:
         note = f"{len(result.trials)} INC trials; worker: {search.inc_status.get('status')}" + (
             "" if result.within_budget else "; nothing met the budget, best kept")
         self.add(f"INC autotune: {chosen.label}", chosen.bundle, chosen.extra.get("inc_config", {}),
-                 seconds=time.perf_counter() - t0, quality=chosen.quality, note=note, key="inc", search=entry)
+                 seconds=time.perf_counter() - t0, quality=chosen.quality, note=note, key="inc", search=entry,
+                 proxy_cosine=chosen.proxy_cosine)
 
     def time_all(self, rounds: int) -> None:
         time_rows(self.rows, self.timing, rounds)

@@ -434,6 +434,18 @@ def test_inc_backend_survives_exit_and_returns_the_best_trial(tmp_path: Path, bu
     assert {"proxy_cosine", "latency_ms_b1", "size_mb", "sts_spearman", "relative_drop"} <= set(record)
 
 
+def test_inc_trial_labels_tell_its_tuning_axes_apart(tmp_path: Path) -> None:
+    from edgedistill.quant.search import Trial
+
+    def label(params: dict) -> str:
+        trial = Trial(0, QuantSettings(), [], [], tmp_path, backend="inc")
+        trial.extra["inc_config"] = {"name": "dynamic_quant", "params": params}
+        return trial.label
+
+    assert label({"quant_last_matmul": True}) == "INC dynamic_quant: dynamic U8S8 per-channel emb-int8"
+    assert label({"quant_last_matmul": False}).endswith("emb-int8, last MatMul fp32")
+
+
 def test_inc_worker_failing_before_any_trial_is_an_error_with_its_log(tmp_path: Path, bundle: Path) -> None:
     from edgedistill.quant.inc import IncError, IncSearch
 

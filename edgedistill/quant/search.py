@@ -76,6 +76,8 @@ class Trial:
         fp32 = f", {len(self.excluded_groups)} group(s) fp32" if self.excluded_groups else ""
         inc = self.extra.get("inc_config")
         prefix = f"INC {inc.get('name')}: " if inc else ""
+        if inc and inc.get("params", {}).get("quant_last_matmul") is False:
+            fp32 += ", last MatMul fp32"  # an INC tuning axis: the projection left unquantized
         return prefix + self.settings.label() + fp32
 
     def record(self) -> dict[str, Any]:
