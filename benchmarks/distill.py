@@ -26,14 +26,15 @@ RECIPES = {
     "mpnet-to-small": ("mpnet-to-small.yaml", []),
 }
 ABLATIONS = {
+    # student initialisation (default recipe, one change each)
     "tiny: ridge projection": ("mpnet-to-tiny.yaml", ["stages.0.student.projection=ridge"]),
-    "tiny: lr 2e-5": ("mpnet-to-tiny.yaml", ["stages.0.learning_rate=2e-5"]),
-    "tiny: cosine + in-batch KL": ("mpnet-to-tiny.yaml", [
-        "stages.0.losses=[{type: cosine}, {type: kl, temperature: 0.05, weight: 0.1}]"]),
     "tiny: init MiniLM-L6 layers [0,3,5]": ("mpnet-to-tiny.yaml", [
         "stages.0.student.init=sentence-transformers/all-MiniLM-L6-v2", "stages.0.student.layers=[0, 3, 5]"]),
-    "tiny: random projection": ("mpnet-to-tiny.yaml", ["stages.0.student.projection=random"]),
-
+    # training data and losses (larger recipe, one change each)
+    "small: lr 1e-4": ("mpnet-to-small.yaml", ["stages.0.learning_rate=1e-4"]),
+    "small: STS-b train + SNLI sentences, lr 1e-4": ("mpnet-to-small.yaml", [
+        "stages.0.learning_rate=1e-4", "data.train=[stsb-train-sentences, snli-sentences]"]),
+    "small: in-batch KL": ("mpnet-to-small.yaml", ["stages.0.losses=[{type: kl, temperature: 0.05}]"]),
 }
 
 
@@ -60,6 +61,7 @@ def run_one(label: str, recipe_file: str, overrides: list[str], runs_dir: Path) 
     wall = time.perf_counter() - t0
     teacher, _ = runner.teacher_evaluation()
     ev, m = record.evaluation, record.metrics
+    history = [h for h in m.get("history", []) if h.get("sts_dev") is not None]
     return {
         "variant": label,
         "params_m": ev.get("params", 0) / 1e6,
@@ -70,6 +72,10 @@ def run_one(label: str, recipe_file: str, overrides: list[str], runs_dir: Path) 
         "retrieval_ndcg10_cross": ev.get("retrieval_ndcg10_cross"),
         "teacher_cosine": ev.get("teacher_cosine_mean"),
         "sts_before_training": m.get("before_training", {}).get("sts_spearman"),
+        "sts_dev_start": history[0]["sts_dev"] if history else None,
+        "sts_dev_end": history[-1]["sts_dev"] if history else None,
+        "kept_step": m.get("best_step"),
+        "train_steps": m.get("train_steps"),
         "label_s": m.get("label_s"),
         "train_s": m.get("train_s"),
         "distill_stage_s": record.timings.get("stage_s"),
@@ -86,15 +92,22 @@ def to_markdown(rows: list[dict]) -> str:
         f"Teacher all-mpnet-base-v2: STS-b test {t['teacher_sts']:.2f}, retrieval nDCG@10 {t['teacher_retrieval']:.2f}.",
         "",
         "| variant | params M | STS-b | STS retention % | nDCG@10 | nDCG retention % | nDCG@10 vs teacher index "
-        "| cosine to teacher | STS before training | label s | train s | distill stage s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| cosine to teacher | STS before training | STS-b dev: first -> last step (kept step) | label s | train s "
+        "| distill stage s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     f = lambda v, d=2: "–" if v is None else f"{v:.{d}f}"  # noqa: E731
+
+    def dev(r: dict) -> str:
+        if r.get("sts_dev_start") is None:
+            return "–"
+        return (f"{r['sts_dev_start']:.2f} -> {r['sts_dev_end']:.2f} "
+                f"(step {r['kept_step']} of {r['train_steps']})")
     for r in rows:
         lines.append(
             f"| {r['variant']} | {f(r['params_m'], 1)} | {f(r['sts_spearman'])} | {f(r['sts_retention_pct'], 1)} "
             f"| {f(r['retrieval_ndcg10'])} | {f(r['retrieval_retention_pct'], 1)} | {f(r['retrieval_ndcg10_cross'])} "
-            f"| {f(r['teacher_cosine'], 4)} | {f(r['sts_before_training'])} | {f(r['label_s'], 0)} "
+            f"| {f(r['teacher_cosine'], 4)} | {f(r['sts_before_training'])} | {dev(r)} | {f(r['label_s'], 0)} "
             f"| {f(r['train_s'], 0)} | {f(r['distill_stage_s'], 0)}{' (reused)' if r['reused'] else ''} |")
     return "\n".join(lines) + "\n"
 
