@@ -35,9 +35,9 @@ class TorchEncoder:
 def load_encoder(kind: str, path: Path, device: str = "cpu", threads: int = 0) -> Encoder:
     """Open an artifact of the given kind for encoding."""
     if kind in (SENTENCE_TRANSFORMER, "teacher"):
-        from sentence_transformers import SentenceTransformer
+        from edgedistill.trust import load_sentence_transformer
 
-        return TorchEncoder(SentenceTransformer(str(path), device=device))
+        return TorchEncoder(load_sentence_transformer(path, device))
     if kind == ONNX:
         return OnnxEncoder(path, threads=threads)
     raise ValueError(f"unknown artifact kind {kind!r}")

@@ -98,13 +98,13 @@ def check_folder(folder: Path, full: bool = False) -> list[str] | None:
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib")
 
 
-def check_model_folder(path: Path, what: str, allow_pickle: bool = False) -> None:
+def check_model_folder(path: Path, what: str, allow_pickle: bool = False, allow_remote_code: bool = False) -> None:
     """Refuse a model folder whose weights would be unpickled, or that ships code to run.
 
     Weights must be safetensors: a folder with a pickle-format weight file and no ``.safetensors`` beside it
     is refused unless the recipe sets ``trust.pickle_weights: true`` (then a warning is logged; transformers
     still loads ``.bin`` files with ``torch.load(weights_only=True)``). A model whose config asks for custom
-    code (``auto_map``) is always refused: remote code is never run (``trust_remote_code`` stays off).
+    code (``auto_map``) is refused unless the recipe sets ``trust.remote_code: true`` (then a warning is logged).
     """
     path = Path(path)
     if not path.is_dir():
@@ -115,10 +115,14 @@ def check_model_folder(path: Path, what: str, allow_pickle: bool = False) -> Non
         except (OSError, ValueError):
             continue
         if isinstance(data, dict) and data.get("auto_map"):
-            raise AssetError(
-                f"{what} ({path}): {config.relative_to(path)} asks for custom model code (auto_map). edgedistill "
-                "never runs code shipped with a model (trust_remote_code is off); use a model whose architecture "
-                "transformers supports natively.")
+            if not allow_remote_code:
+                raise AssetError(
+                    f"{what} ({path}): {config.relative_to(path)} asks for custom model code (auto_map). edgedistill "
+                    "does not run code shipped with a model (trust_remote_code is off); use a model whose "
+                    "architecture transformers supports natively, or, if you have read that code and trust it, set "
+                    "`trust: {remote_code: true}` in the recipe.")
+            log.warning("%s (%s): will run the model's own code (auto_map in %s) because the recipe sets "
+                        "trust.remote_code", what, path, config.relative_to(path))
     pickled = []
     for file in sorted(path.rglob("*")):
         if (file.suffix in PICKLE_SUFFIXES and file.is_file() and not list(file.parent.glob("*.safetensors"))

@@ -26,9 +26,10 @@ def encode(teacher: Path, sentences: list[str], batch_size: int, device: str,
            hidden_layers: list[int]) -> tuple[np.ndarray, np.ndarray | None]:
     """Normalised teacher embeddings, plus mean-pooled hidden states [N, len(layers), H] when asked."""
     import torch
-    from sentence_transformers import SentenceTransformer
 
-    model = SentenceTransformer(str(teacher), device=device)
+    from edgedistill.trust import load_sentence_transformer
+
+    model = load_sentence_transformer(teacher, device)
     if not hidden_layers:
         emb = model.encode(sentences, batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=True,
                            show_progress_bar=len(sentences) >= 1000)

@@ -314,11 +314,14 @@ class EvaluationConfig(_Strict):
 
 
 class TrustConfig(_Strict):
-    """What a recipe allows model files to do. Code shipped with a model (trust_remote_code) is never run."""
+    """What a recipe allows model files to do. Both are off by default."""
 
     pickle_weights: bool = Field(
         default=False, description="Allow model folders whose weights are only in a pickle format (.bin, .pt): "
         "loading pickles can run code, so only for sources you trust. Safetensors are always preferred.")
+    remote_code: bool = Field(
+        default=False, description="Run code shipped with a model (transformers' trust_remote_code) for models "
+        "whose config asks for it (auto_map); only after reading that code.")
 
 
 class Recipe(_Strict):

@@ -28,6 +28,7 @@ from edgedistill.integrity import (
     write_manifest,
 )
 from edgedistill.recipe import Recipe
+from edgedistill.trust import allow_remote_code
 
 log = logging.getLogger(__name__)
 
@@ -229,7 +230,9 @@ class Runner:
         start_kill_watch(self.run_dir)
         self._set_threads()
         self.teacher_path = resolve(self.recipe.teacher)
-        check_model_folder(self.teacher_path, "teacher", self.recipe.trust.pickle_weights)
+        allow_remote_code(self.recipe.trust.remote_code)
+        check_model_folder(self.teacher_path, "teacher", self.recipe.trust.pickle_weights,
+                           self.recipe.trust.remote_code)
         teacher_metrics, _ = self.teacher_evaluation()
         current = Artifact("teacher", self.teacher_path, self.root_key())
         current_eval = teacher_metrics
@@ -286,7 +289,7 @@ class Runner:
 
         if cfg.type == "distill" and cfg.student.init != "teacher":
             check_model_folder(resolve(cfg.student.init), "stages.distill.student.init",
-                               self.recipe.trust.pickle_weights)
+                               self.recipe.trust.pickle_weights, self.recipe.trust.remote_code)
         work = self.run_dir / f".tmp-{final.name}"
         if work.exists():
             log.info("stage %d %s: discarding an unfinished attempt", index, cfg.type)

@@ -144,10 +144,10 @@ def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
 
 def train(job: TrainJob) -> dict[str, Any]:
     """Train the student in ``job.student_dir`` and save it to ``job.output_dir`` (rank 0)."""
-    from sentence_transformers import SentenceTransformer
     from transformers import get_linear_schedule_with_warmup
 
     from edgedistill.recipe import DistillStage
+    from edgedistill.trust import load_sentence_transformer
 
     cfg = DistillStage.model_validate(job.config)
     rank, world = _dist()
@@ -167,11 +167,11 @@ def train(job: TrainJob) -> dict[str, Any]:
         train_idx = np.setdiff1d(train_idx, val_idx)
 
     attention = any(loss.type == "attention" for loss in cfg.losses)
-    student = SentenceTransformer(job.student_dir, device=device)
+    student = load_sentence_transformer(job.student_dir, device)
     teacher = None
     if attention:
         student[0].auto_model.set_attn_implementation("eager")
-        teacher_st = SentenceTransformer(job.teacher_dir, device=device)
+        teacher_st = load_sentence_transformer(job.teacher_dir, device)
         teacher = teacher_st[0].auto_model.eval()
         teacher.set_attn_implementation("eager")
     student_hidden = student[0].auto_model.config.hidden_size

@@ -218,15 +218,39 @@ def test_pickle_weights_need_an_opt_in(tmp_path: Path, caplog: pytest.LogCapture
         check_model_folder(model, "teacher")
 
 
-def test_remote_code_is_never_run(tmp_path: Path) -> None:
+def test_remote_code_is_refused_by_default(tmp_path: Path) -> None:
     model = tmp_path / "model"
     model.mkdir()
     (model / "model.safetensors").write_bytes(b"st")
     (model / "config.json").write_text(json.dumps({"auto_map": {"AutoModel": "evil.Model"}}))
     (model / "evil.py").write_text(f"open({str(tmp_path / 'pwned')!r}, 'w')\n")
-    with pytest.raises(AssetError, match="custom model code.*trust_remote_code is off"):
+    with pytest.raises(AssetError, match=r"custom model code.*trust_remote_code is off.*trust: \{remote_code: true\}"):
         check_model_folder(model, "teacher")
     assert not (tmp_path / "pwned").exists()
+
+
+def test_remote_code_only_with_the_recipe_opt_in(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    import sentence_transformers
+
+    from edgedistill import trust
+
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "model.safetensors").write_bytes(b"st")
+    (model / "config.json").write_text(json.dumps({"auto_map": {"AutoModel": "custom.Model"}}))
+    check_model_folder(model, "teacher", allow_remote_code=True)
+    assert "will run the model's own code" in caplog.text
+    seen: list[bool] = []
+    monkeypatch.setattr(sentence_transformers, "SentenceTransformer",
+                        lambda path, device, trust_remote_code: seen.append(trust_remote_code))
+    monkeypatch.delenv(trust.REMOTE_CODE_ENV, raising=False)
+    trust.load_sentence_transformer(model, "cpu")
+    trust.allow_remote_code(True)  # what the runner does for `trust: {remote_code: true}`; child processes inherit it
+    trust.load_sentence_transformer(model, "cpu")
+    trust.allow_remote_code(False)
+    trust.load_sentence_transformer(model, "cpu")
+    assert seen == [False, True, False]
 
 
 def test_runner_refuses_a_pickled_teacher_before_any_stage(tmp_path: Path, tiny_world: dict) -> None:

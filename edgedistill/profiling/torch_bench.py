@@ -74,10 +74,11 @@ class TorchFactory:
 
     def __call__(self, threads: int) -> TorchEngine:
         import torch
-        from sentence_transformers import SentenceTransformer
+
+        from edgedistill.trust import load_sentence_transformer
 
         torch.set_num_threads(threads)
-        return TorchEngine(SentenceTransformer(str(self.path), device="cpu"), threads)
+        return TorchEngine(load_sentence_transformer(self.path, "cpu"), threads)
 
 
 def weights_mb(path: Path) -> float:

@@ -73,8 +73,10 @@ def build_student(cfg: StudentConfig, max_seq_length: int, teacher_dim: int, sen
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.modules import Dense, Normalize, Pooling
 
+    from edgedistill.trust import load_sentence_transformer
+
     source = teacher if cfg.init == "teacher" else resolve(cfg.init)
-    model = SentenceTransformer(str(source), device=device)
+    model = load_sentence_transformer(source, device)
     info: dict = {"init_layers": len(model[0].auto_model.encoder.layer)}
     if cfg.layers is not None:
         keep_layers(model, cfg.layers)

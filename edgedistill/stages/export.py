@@ -330,9 +330,9 @@ def tokenizer_in_graph(cfg: ExportStage, bundle: Path, manifest: dict, sentences
 
 
 def run(cfg: ExportStage, ctx: StageContext) -> StageResult:
-    from sentence_transformers import SentenceTransformer
+    from edgedistill.trust import load_sentence_transformer
 
-    model = SentenceTransformer(str(ctx.input.path), device="cpu")
+    model = load_sentence_transformer(ctx.input.path, "cpu")
     bundle = ctx.artifact_dir
     bundle.mkdir(parents=True)
     inputs = export_onnx(model, bundle / "model.onnx", cfg.opset, cfg.exporter)
