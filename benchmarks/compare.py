@@ -37,9 +37,6 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-# Run as a script, this folder comes first on sys.path and a sibling could shadow a standard-library module.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "benchmarks"]
-sys.path.insert(0, str(ROOT))
 
 log = logging.getLogger("benchmarks.compare")
 RESULTS = ROOT / "benchmarks" / "results"
@@ -149,8 +146,9 @@ def files_key(path: Path) -> str:
 
 def export_bundle(name: str, source: Path, evaluator) -> Path:
     """``source`` (sentence-transformers) exported by edgedistill's export stage with its defaults, cached."""
+    from edgedistill.integrity import write_json_atomic
     from edgedistill.recipe import ExportStage, load_recipe
-    from edgedistill.runner import Artifact, StageContext, content_key, write_json_atomic
+    from edgedistill.runner import Artifact, StageContext, content_key
     from edgedistill.stages import export
 
     cfg = ExportStage(type="export")
@@ -296,7 +294,8 @@ def candidates(runner, evaluator, notes: list[str]) -> list[dict[str, Any]]:
 def fill_quality(rows: list[dict[str, Any]], runner, evaluator) -> None:
     """Quality, parameters and size of every row: the teacher's from the runner's cache, a run's stages from
     their metrics.json (same evaluator), the rest evaluated here once and cached by files and eval config."""
-    from edgedistill.runner import artifact_size_mb, content_key, count_parameters, write_json_atomic
+    from edgedistill.integrity import write_json_atomic
+    from edgedistill.runner import artifact_size_mb, content_key, count_parameters
 
     eval_key = runner.eval_key()
     cache = work_dir() / "quality"

@@ -26,7 +26,7 @@ from pathlib import Path, PurePosixPath
 
 from edgedistill.catalog import DEFAULT_CATALOG, BuildContext, Catalog, CatalogEntry, PipSource
 from edgedistill.errors import AssetError
-from edgedistill.integrity import build_manifest, sha256_file, verify_manifest
+from edgedistill.integrity import build_manifest, sha256_file, verify_manifest, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -123,7 +123,7 @@ class Resolver:
             problems += [rel for rel in entry.outputs if rel not in marker.get("files", {})]
             if not problems:
                 marker["manifest"] = build_manifest(path, skip=frozenset({MARKER}))
-                _write_marker(path, marker)
+                write_json_atomic(path / MARKER, marker)
         else:
             problems = verify_manifest(path, manifest, skip=frozenset({MARKER}))
         if problems:
@@ -185,7 +185,7 @@ class Resolver:
             # Every file's sha256, size and mtime: a damaged cached copy is detected and fetched again.
             "manifest": build_manifest(out, skip=frozenset({MARKER})),
         }
-        _write_marker(out, marker)
+        write_json_atomic(out / MARKER, marker)
         if final.exists():  # an outdated copy (changed pins): move it aside, then swap in the new one
             os.replace(final, tmp / "outdated")
         os.replace(out, final)
@@ -303,15 +303,7 @@ def verify_hub_snapshot(snapshot: Path, stamps: Path, spec: str) -> None:
                 f"{spec}: {link.relative_to(snapshot)} in the hub cache does not match the hash the hub served it "
                 f"under ({actual} != {blob}); it is corrupted or was changed. Delete {link.resolve()} and run again.")
     stamps.mkdir(parents=True, exist_ok=True)
-    tmp = stamp.with_name(f".{stamp.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(build_manifest(snapshot, skip=frozenset())))
-    os.replace(tmp, stamp)
-
-
-def _write_marker(folder: Path, marker: dict) -> None:
-    tmp = folder / f".{MARKER}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, folder / MARKER)
+    write_json_atomic(stamp, build_manifest(snapshot, skip=frozenset()))
 
 
 def _pip_error(stderr: str) -> str:

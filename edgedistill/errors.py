@@ -23,7 +23,3 @@ class GateError(EdgedistillError):
 
 class StorageError(EdgedistillError):
     """A run or cache folder cannot be written or read (full disk, read-only, permissions)."""
-
-
-class IntegrityError(EdgedistillError):
-    """A finished file no longer matches the sha256 recorded when it was written."""

@@ -40,6 +40,13 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON so a reader never sees a half-written file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+    os.replace(tmp, path)
+
+
 def _files(folder: Path, skip: frozenset[str]) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file() and p.relative_to(folder).as_posix() not in skip)
 
@@ -57,9 +64,7 @@ def build_manifest(folder: Path, skip: frozenset[str] = MUTABLE) -> dict[str, di
 def write_manifest(folder: Path, skip: frozenset[str] = MUTABLE) -> dict[str, dict[str, Any]]:
     """Record the manifest of ``folder`` in ``folder/files.json``."""
     manifest = build_manifest(folder, skip)
-    tmp = folder / f".{MANIFEST}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps({"files": manifest}, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, folder / MANIFEST)
+    write_json_atomic(folder / MANIFEST, {"files": manifest})
     return manifest
 
 

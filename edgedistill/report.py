@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgedistill.errors import EdgedistillError
 from edgedistill.evaluate import PRIMARY_METRIC
+from edgedistill.profiling.bench import BUSY_CORES
 
 if TYPE_CHECKING:
     from edgedistill.runner import StageRecord
@@ -22,7 +23,6 @@ QUALITY = [(PRIMARY_METRIC, "STS-b", 2), ("retrieval_ndcg10", "nDCG@10", 2),
            ("retrieval_ndcg10_cross", "nDCG@10 vs teacher index", 2), ("teacher_cosine_mean", "cosine to teacher", 4)]
 DEVICES_DIR = "devices"
 NOISY_SPREAD_PCT = 10  # range of per-process round medians above which the report flags a latency
-BUSY_CORES = 0.25  # average cores used by other processes while timing, above which the report flags it
 SPEED_KEYS = ("latency_ms_p50", "latency_ms_p90", "latency_ms_p99", "spread_pct", "throughput_per_s",
               "throughput_batch_size", "cold_start_ms", "peak_rss_mb", "model_rss_mb",
               "model_rss_batch1_mb", "other_cores", "rounds", "rounds_used", "threads")

@@ -25,6 +25,7 @@ from edgedistill.integrity import (
     check_model_folder,
     start_kill_watch,
     storage_error,
+    write_json_atomic,
     write_manifest,
 )
 from edgedistill.recipe import Recipe
@@ -39,13 +40,6 @@ def content_key(*parts: Any) -> str:
     """Short stable hash of JSON-serialisable parts."""
     blob = json.dumps(parts, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:12]
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON so a reader never sees a half-written file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
-    os.replace(tmp, path)
 
 
 @dataclass(frozen=True)
@@ -161,17 +155,18 @@ class Runner:
                           fingerprint(data.heldout), pick_device())
         folder = cache_dir() / "teacher-eval" / key
         if (folder / "metrics.json").is_file():
-            problems = check_folder(folder, self.full_check)
-            try:
-                if problems:
-                    raise ValueError("; ".join(problems))
-                metrics = json.loads((folder / "metrics.json").read_text())
-                arrays = {name: np.load(folder / f"{name}.npy") if (folder / f"{name}.npy").is_file() else None
-                          for name in ("heldout", "corpus")}
-                log.info("teacher evaluation: cached (%s)", folder)
-                return metrics, TeacherReference(**arrays)
-            except (OSError, ValueError) as e:
-                log.warning("teacher evaluation: the cached copy in %s is damaged (%s); evaluating again", folder, e)
+            problems = check_folder(folder, self.full_check) or []
+            if not problems:
+                try:
+                    metrics = json.loads((folder / "metrics.json").read_text())
+                    arrays = {name: np.load(folder / f"{name}.npy") if (folder / f"{name}.npy").is_file() else None
+                              for name in ("heldout", "corpus")}
+                    log.info("teacher evaluation: cached (%s)", folder)
+                    return metrics, TeacherReference(**arrays)
+                except (OSError, ValueError) as e:
+                    problems = [str(e)]
+            log.warning("teacher evaluation: the cached copy in %s is damaged (%s); evaluating again", folder,
+                        "; ".join(problems))
         log.info("evaluating the teacher's quality once (cached afterwards)")
         encoder = load_encoder("teacher", self.teacher_path, device=pick_device())
         reference = TeacherReference(

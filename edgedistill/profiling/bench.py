@@ -412,9 +412,7 @@ def process_rounds(make_engine, sentences: list, settings: dict) -> dict:
             if len(probes) >= min_repeats and time.perf_counter() - start > float(settings["max_seconds"]):
                 break
     else:  # no fork (e.g. Windows): rounds in this process; no cold start or memory
-        engines = {t: make_engine(t) for t in threads}
-        rounds = [{"rounds": {str(t): timed_round(engines[t], sentences, warmup) for t in threads}}]
-        return {"latency_ms": {str(t): summarise(rounds[0]["rounds"][str(t)]) for t in threads},
+        return {"latency_ms": {str(t): summarise(timed_round(make_engine(t), sentences, warmup)) for t in threads},
                 "cold": {"error": "no fork() on this platform: cold start and memory not measured"},
                 "threads": threads}
     used = [p for p in probes if not _disturbed(p)]

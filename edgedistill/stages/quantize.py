@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from edgedistill.errors import GateError
+from edgedistill.integrity import write_json_atomic
 from edgedistill.recipe import QuantizeStage
-from edgedistill.runner import StageContext, StageResult, write_json_atomic
+from edgedistill.runner import StageContext, StageResult
 
 log = logging.getLogger(__name__)
 
