@@ -2,7 +2,7 @@
 parameters, STS-b, retrieval, retention vs the teacher and distill wall time.
 
 Run (from the repository root, on an otherwise idle machine):
-    .venv/bin/python benchmarks/distill.py                 # mpnet-to-tiny and mpnet-to-small
+    .venv/bin/python benchmarks/distill.py                 # mpnet-to-tiny, mpnet-to-small and mpnet-6layer
     .venv/bin/python benchmarks/distill.py --ablation      # plus variants of the default recipe
     .venv/bin/python benchmarks/distill.py --only "tiny: lr 2e-5"   # one variant; results accumulate
 Writes benchmarks/results/distill.md and distill.json. Teacher labels are cached across runs; the label
@@ -24,6 +24,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 RECIPES = {
     "mpnet-to-tiny": ("mpnet-to-tiny.yaml", []),
     "mpnet-to-small": ("mpnet-to-small.yaml", []),
+    "mpnet-6layer": ("mpnet-6layer.yaml", []),
 }
 ABLATIONS = {
     # student initialisation (default recipe, one change each)
@@ -35,6 +36,8 @@ ABLATIONS = {
     "small: STS-b train + SNLI sentences, lr 1e-4": ("mpnet-to-small.yaml", [
         "stages.0.learning_rate=1e-4", "data.train=[stsb-train-sentences, snli-sentences]"]),
     "small: in-batch KL": ("mpnet-to-small.yaml", ["stages.0.losses=[{type: kl, temperature: 0.05}]"]),
+    # the teacher cut in half (larger recipe's alternative), one change
+    "6layer: SNLI sentences only": ("mpnet-6layer.yaml", ["data.train=snli-sentences"]),
 }
 
 

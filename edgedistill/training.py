@@ -269,7 +269,7 @@ def train(job: TrainJob) -> dict[str, Any]:
         step += 1
         if progress_bar is not None:
             progress_bar.update(1)
-            progress_bar.set_postfix(loss=f"{float(value):.5f}")
+            progress_bar.set_postfix(loss=f"{value.item():.5f}")
         if cfg.eval_steps and step % cfg.eval_steps == 0 and step < total_steps:
             evaluate(step)
         if cfg.checkpoint_steps and step % cfg.checkpoint_steps == 0 and step < total_steps and rank == 0:
