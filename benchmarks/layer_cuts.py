@@ -16,9 +16,22 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 
 
+def layer_list(text: str) -> list[int]:
+    """'0,2,4' -> [0, 2, 4], or a usage error naming what was expected."""
+    try:
+        layers = [int(x) for x in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected comma-separated layer numbers, e.g. 0,2,4,7,9,11") from None
+    if layers != sorted(set(layers)) or layers[0] < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: layers must be distinct, ascending and >= 0")
+    return layers
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("cuts", nargs="+", help="comma-separated 0-based layer indices, e.g. 0,2,4,7,9,11")
+    parser.add_argument("cuts", nargs="+", type=layer_list,
+                        help="comma-separated 0-based layer indices, e.g. 0,2,4,7,9,11")
     parser.add_argument("--teacher", default="sentence-transformers/all-mpnet-base-v2")
     parser.add_argument("--max-seq-length", type=int, default=128)
     args = parser.parse_args()
@@ -34,8 +47,7 @@ def main() -> None:
     teacher = load_sentence_transformer(resolve(args.teacher), "cpu")
     teacher.max_seq_length = args.max_seq_length
     rows = []
-    for cut in args.cuts:
-        layers = [int(x) for x in cut.split(",")]
+    for layers in args.cuts:
         student = copy.deepcopy(teacher)
         keep_layers(student, layers)
         t0 = time.perf_counter()
@@ -43,7 +55,7 @@ def main() -> None:
         rows.append((layers, sts_spearman(encoder, test, 64), sts_spearman(encoder, dev, 64),
                      time.perf_counter() - t0))
     lines = [f"# Layer cuts of {args.teacher}, before training", "",
-             "Command: `.venv/bin/python benchmarks/layer_cuts.py " + " ".join(f'"{c}"' for c in args.cuts) + "`",
+             "Command: `.venv/bin/python benchmarks/layer_cuts.py " + " ".join('"' + ",".join(map(str, c)) + '"' for c in args.cuts) + "`",
              "", "| layers kept | STS-b test | STS-b dev | eval s |", "|---|---|---|---|"]
     lines += [f"| {layers} | {t:.2f} | {d:.2f} | {s:.0f} |" for layers, t, d, s in rows]
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -21,7 +21,6 @@ Writes benchmarks/results/quantize.md and quantize.json.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import platform
@@ -34,6 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 from edgedistill.assets import cache_dir, resolve
+from edgedistill.integrity import sha256_file
 from edgedistill.quant import calibration, graph, measure
 from edgedistill.quant.ort import prepare, quantize_file
 from edgedistill.quant.presets import PRESETS, QuantSettings
@@ -130,16 +130,13 @@ class Bench:
     def quality(self, bundle: Path) -> dict:
         """The evaluator's scores, once per distinct model file: a search trial identical to a fixed variant
         (the portable preset's all-INT8 trial, the teacher's FFN down-projections in fp32) is not scored again."""
-        digest = hashlib.sha256()
-        with open(bundle / "model.onnx", "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                digest.update(chunk)
+        digest = sha256_file(bundle / "model.onnx")
         scored = self.progress.setdefault("quality", {})
-        if digest.hexdigest() in scored:
+        if digest in scored:
             log.info("%s: %s is the same model as one already scored; its scores are reused", self.name, bundle)
         else:
-            scored[digest.hexdigest()] = self.evaluator.quality(OnnxEncoder(bundle))
-        return scored[digest.hexdigest()]
+            scored[digest] = self.evaluator.quality(OnnxEncoder(bundle))
+        return scored[digest]
 
     def folder(self, key: str) -> Path:
         folder = self.work / f"v-{content_key(key)}"
