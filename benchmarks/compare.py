@@ -138,7 +138,7 @@ def work_dir() -> Path:
 
 def files_key(path: Path) -> str:
     """A key of a model folder's weight and graph files (name, size, mtime): changes when the model does."""
-    from edgedistill.runner import content_key
+    from edgedistill.contract import content_key
 
     files = sorted(p for p in Path(path).rglob("*") if p.is_file() and p.suffix in WEIGHT_SUFFIXES)
     return content_key([(str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns) for p in files])
@@ -147,8 +147,8 @@ def files_key(path: Path) -> str:
 def export_bundle(name: str, source: Path, evaluator) -> Path:
     """``source`` (sentence-transformers) exported by edgedistill's export stage with its defaults, cached."""
     from edgedistill.integrity import write_json_atomic
-    from edgedistill.recipe import ExportStage, load_recipe
-    from edgedistill.runner import Artifact, StageContext, content_key
+    from edgedistill.recipe import ExportStage
+    from edgedistill.contract import Artifact, StageContext, content_key
     from edgedistill.stages import export
 
     cfg = ExportStage(type="export")
@@ -159,7 +159,7 @@ def export_bundle(name: str, source: Path, evaluator) -> Path:
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    ctx = StageContext(recipe=load_recipe(RECIPE), index=1, teacher=source, work_dir=tmp, device="cpu",
+    ctx = StageContext(index=1, teacher=source, work_dir=tmp, device="cpu",
                        input=Artifact("sentence-transformer", source, "bench"), input_evaluation={},
                        _evaluator=lambda: evaluator)
     result = export.run(cfg, ctx)
@@ -176,7 +176,7 @@ def plain_int8(name: str, source: Path) -> Path:
 
     from edgedistill.quant.ort import quiet
     from edgedistill.runtime import read_manifest
-    from edgedistill.stages.export import update_manifest_hashes
+    from edgedistill.manifest import write_manifest
 
     folder = work_dir() / f"{name}-ort-int8-{files_key(source)}"
     if (folder / "manifest.json").is_file():
@@ -193,7 +193,7 @@ def plain_int8(name: str, source: Path) -> Path:
     manifest = read_manifest(tmp)
     manifest.pop("quantization", None)
     manifest["quantization"] = {"backend": "onnxruntime", "method": "quantize_dynamic defaults"}
-    update_manifest_hashes(tmp, manifest)
+    write_manifest(tmp, manifest)
     shutil.rmtree(folder, ignore_errors=True)
     tmp.rename(folder)
     return folder
@@ -201,7 +201,7 @@ def plain_int8(name: str, source: Path) -> Path:
 
 def model2vec_model(teacher: Path) -> Path:
     """A model2vec static model distilled from the local teacher folder with ``model2vec.distill`` defaults."""
-    from edgedistill.runner import content_key
+    from edgedistill.contract import content_key
 
     try:
         import model2vec
@@ -245,7 +245,7 @@ def open_encoder(kind: str, path: Path, threads: int) -> Any:
     """A torch, ONNX or model2vec encoder for ``path`` (torch: threads set process-wide by the caller)."""
     if kind == "model2vec":
         return StaticEncoder(path)
-    from edgedistill.encoders import load_encoder
+    from edgedistill.tasks.embedding.encoders import load_encoder
 
     return load_encoder(kind, path, device="cpu", threads=threads)
 
@@ -295,7 +295,8 @@ def fill_quality(rows: list[dict[str, Any]], runner, evaluator) -> None:
     """Quality, parameters and size of every row: the teacher's from the runner's cache, a run's stages from
     their metrics.json (same evaluator), the rest evaluated here once and cached by files and eval config."""
     from edgedistill.integrity import write_json_atomic
-    from edgedistill.runner import artifact_size_mb, content_key, count_parameters
+    from edgedistill.contract import artifact_size_mb, content_key
+    from edgedistill.runner import count_parameters
 
     eval_key = runner.eval_key()
     cache = work_dir() / "quality"

@@ -44,7 +44,9 @@ ABLATIONS = {
 def run_one(label: str, recipe_file: str, overrides: list[str], runs_dir: Path) -> dict:
     from edgedistill.assets import resolve
     from edgedistill.recipe import load_recipe
-    from edgedistill.runner import Runner, content_key, read_record
+    from edgedistill.contract import content_key
+    from edgedistill.records import read_record
+    from edgedistill.runner import Runner
 
     recipe = load_recipe(ROOT / "recipes" / recipe_file, overrides)
     # A distill stage already finished by `edgedistill run` of the same recipe and settings is reused as is.

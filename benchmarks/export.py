@@ -34,7 +34,7 @@ from edgedistill.optimize import (
     interleaved_latency,
 )
 from edgedistill.runtime import InGraphEncoder, OnnxEncoder
-from edgedistill.stages import export
+from edgedistill.tasks.embedding import export
 
 log = logging.getLogger("benchmarks.export")
 RESULTS = ROOT / "benchmarks" / "results"
@@ -126,7 +126,7 @@ def main() -> None:
         inputs = export.export_onnx(model, folder / "model.onnx", 18, exporter)
         export_s[exporter] = round(time.perf_counter() - t, 1)
         model[0].tokenizer.save_pretrained(str(folder))
-        export.write_manifest(model, folder, export.graph_opset(folder / "model.onnx"), exporter, inputs)
+        export.build_manifest(model, folder, export.graph_opset(folder / "model.onnx"), exporter, inputs)
         bundles[f"{exporter} fp32"] = folder
         fused = make_bundle(work / f"{exporter}-fused", folder)
         fusions = fuse_transformer(folder / "model.onnx", fused / "model.onnx", int(config.num_attention_heads),

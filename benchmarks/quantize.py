@@ -39,7 +39,8 @@ from edgedistill.quant.ort import prepare, quantize_file
 from edgedistill.quant.presets import PRESETS, QuantSettings
 from edgedistill.quant.search import Budget, Search, SearchConfig
 from edgedistill.recipe import load_recipe
-from edgedistill.runner import Runner, artifact_size_mb, content_key
+from edgedistill.contract import artifact_size_mb, content_key
+from edgedistill.runner import Runner
 from edgedistill.runtime import OnnxEncoder
 
 log = logging.getLogger("benchmarks.quantize")
@@ -63,7 +64,7 @@ def teacher_bundle(teacher: Path) -> Path:
     """The teacher as a plain (unfused) ONNX bundle, exported once and cached."""
     from sentence_transformers import SentenceTransformer
 
-    from edgedistill.stages.export import export_onnx, write_manifest
+    from edgedistill.tasks.embedding.export import build_manifest, export_onnx
 
     folder = cache_dir() / "bench" / f"teacher-onnx-{content_key(str(teacher))}"
     if (folder / "manifest.json").is_file():
@@ -77,7 +78,7 @@ def teacher_bundle(teacher: Path) -> Path:
     model[0].tokenizer.save_pretrained(str(tmp))
     for extra in ("vocab.txt", "special_tokens_map.json", "chat_template.jinja"):
         (tmp / extra).unlink(missing_ok=True)
-    write_manifest(model, tmp, 18, "dynamo", inputs)
+    build_manifest(model, tmp, 18, "dynamo", inputs)
     tmp.rename(folder)
     return folder
 
@@ -263,7 +264,7 @@ def time_rows(rows: list[dict], timing: list[str], rounds: int) -> None:
     fp32 = timed["fp32"]
     for row in rows:
         row.update(timed[row["variant"]], load_average_1min=round(load, 2))
-        row["speedup_b1"] = fp32["latency_ms_b1"] / row["latency_ms_b1"]
+        row["speedup_b1"] = fp32["latency_ms_p50"] / row["latency_ms_p50"]
         row["speedup_b32"] = fp32[B32] / row[B32]
 
 
@@ -368,7 +369,7 @@ def markdown(result: dict) -> str:
             lines.append(
                 f"| {r['variant']} | {f(r['sts_spearman'])} | {f(r['sts_spearman_retention_pct'], '.1f')} "
                 f"| {f(r['retrieval_ndcg10'])} | {f(r['retrieval_ndcg10_retention_pct'], '.1f')} "
-                f"| {f(r['proxy_cosine'], '.4f')} | {f(r['latency_ms_b1'], '.3f')} | {f(r['speedup_b1'])}x "
+                f"| {f(r['proxy_cosine'], '.4f')} | {f(r['latency_ms_p50'], '.3f')} | {f(r['speedup_b1'])}x "
                 f"| {f(r[B32], '.3f')} | {f(r['speedup_b32'])}x | {f(r['size_mb'], '.1f')} |")
         notes = [f"- {r['variant']}: {r['note']}" for r in rows if r.get("note")]
         lines += ["", *notes, ""]
@@ -383,7 +384,7 @@ def markdown(result: dict) -> str:
             mark = "**chosen**" if t["trial"] == ev["chosen_trial"] else t.get("note", "")
             drop = 100 * t["relative_drop"] if t.get("relative_drop") is not None else None
             lines.append(f"| {t['trial']} | {t['setting']} | {f(t['proxy_cosine'], '.4f')} | {f(t.get('sts_spearman'))} "
-                         f"| {f(t.get('retrieval_ndcg10'))} | {f(drop)} | {f(t.get('latency_ms_b1'), '.3f')} "
+                         f"| {f(t.get('retrieval_ndcg10'))} | {f(drop)} | {f(t.get('latency_ms_p50'), '.3f')} "
                          f"| {f(t['size_mb'], '.1f')} | {mark} |")
         for label, groups in (ev.get("sensitivity") or {}).items():
             top = ", ".join(f"{g['group']} ({g['proxy_error']:.1e})" for g in groups[:6])

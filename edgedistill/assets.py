@@ -13,17 +13,15 @@ import os
 import re
 import shlex
 import shutil
-import stat
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
-import zipfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
+from edgedistill.archives import extract_tar, extract_zip
 from edgedistill.catalog import DEFAULT_CATALOG, BuildContext, Catalog, CatalogEntry, PipSource
 from edgedistill.errors import AssetError
 from edgedistill.integrity import build_manifest, sha256_file, verify_manifest, write_json_atomic
@@ -40,6 +38,17 @@ def cache_dir() -> Path:
     """`$EDGEDISTILL_CACHE` if set, else `~/.cache/edgedistill`."""
     env = os.environ.get(CACHE_ENV)
     return Path(env).expanduser() if env else Path.home() / ".cache" / "edgedistill"
+
+
+def source_fingerprint(spec: str | Path) -> str:
+    """What a model or data spec contributes to a key: a local path by its content (so editing or retraining it
+    in place changes the key), a catalog name or hub id by its name (catalog entries are pinned by sha256)."""
+    from edgedistill.integrity import content_fingerprint
+
+    path = Path(spec).expanduser()
+    if path.exists():
+        return "content:" + content_fingerprint(path, cache=cache_dir() / "fingerprints")
+    return f"name:{spec}"
 
 
 def catalog_names(catalog: Catalog | None = None) -> list[str]:
@@ -332,39 +341,3 @@ def _file_lock(path: Path, what: str) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def _safe_member(name: str, archive: Path) -> PurePosixPath:
-    member = PurePosixPath(name.replace("\\", "/"))
-    if member.is_absolute() or ".." in member.parts or re.match(r"^[A-Za-z]:", name):
-        raise AssetError(f"refusing to extract {archive.name}: unsafe member path {name!r}")
-    return member
-
-
-def extract_zip(archive: Path, dest: Path) -> None:
-    """Extract regular files only; absolute paths and `..` are refused, symlinks skipped."""
-    dest.mkdir(parents=True, exist_ok=True)
-    with zipfile.ZipFile(archive) as zf:
-        for info in zf.infolist():
-            member = _safe_member(info.filename, archive)
-            if info.is_dir() or stat.S_ISLNK(info.external_attr >> 16) or not member.parts:
-                continue
-            target = dest.joinpath(*member.parts)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with zf.open(info) as src, target.open("wb") as dst:
-                shutil.copyfileobj(src, dst, 16 << 20)
-
-
-def extract_tar(archive: Path, dest: Path) -> None:
-    """Extract regular files and folders only; absolute paths and `..` are refused."""
-    dest.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(archive, "r:*") as tf:
-        members = []
-        for info in tf.getmembers():
-            _safe_member(info.name, archive)
-            if info.isfile() or info.isdir():
-                members.append(info)
-        if hasattr(tarfile, "data_filter"):
-            tf.extractall(dest, members=members, filter="data")
-        else:  # Python < 3.10.12: members were checked above
-            tf.extractall(dest, members=members)  # noqa: S202

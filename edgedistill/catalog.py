@@ -228,7 +228,7 @@ def build_split_zip_model(ctx: BuildContext) -> None:
     Parts are concatenated in name order; the folder holding `modules.json` becomes the output dir;
     `desktop.ini` files are dropped; the parts and the joined zip are deleted as soon as they are used.
     """
-    from edgedistill.assets import extract_zip  # lazy: assets imports this module
+    from edgedistill.archives import extract_zip
 
     parts = sorted((p for src in ctx.sources for p in src.rglob("*.zip.[0-9]*")), key=lambda p: p.name)
     if not parts:

@@ -45,9 +45,9 @@ def run(recipe: Path, overrides: tuple[str, ...], runs_dir: Path, full_check: bo
 
     try:
         parsed = load_recipe(recipe, overrides)
-        from edgedistill.runner import Runner
+        from edgedistill.pipeline import run_recipe
 
-        Runner(parsed, runs_dir, full_check=full_check).run()
+        run_recipe(parsed, runs_dir, full_check=full_check)
     except EdgedistillError as e:
         _fail(e)
     except OSError as e:  # not one the runner knows how to advise on: still no traceback
@@ -118,7 +118,7 @@ def recipes() -> None:
     folder = shipped_recipes_dir()
     for path in sorted(folder.glob("*.yaml")):
         first = next((ln.lstrip("# ").strip() for ln in path.read_text().splitlines() if ln.startswith("#")), "")
-        click.echo(f"{path.relative_to(folder.parent)}\t{first}")
+        click.echo(f"{path.stem}\t{first}")
 
 
 @main.command()

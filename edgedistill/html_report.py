@@ -11,10 +11,8 @@ import html
 import json
 from typing import Any
 
-from edgedistill.report import rss_cell
+from edgedistill.tasks import get_task
 
-QUALITY = [("sts_spearman", "STS-b Spearman"), ("retrieval_ndcg10", "nDCG@10"),
-           ("retrieval_ndcg10_cross", "nDCG@10 vs teacher index"), ("teacher_cosine_mean", "cosine to teacher")]
 COLOURS = ["#2563eb", "#dc2626", "#059669", "#7c3aed"]
 
 CSS = """
@@ -145,6 +143,20 @@ SCRIPT = r"""
 """
 
 
+def rss_cell(d: dict[str, Any]) -> str:
+    """Memory a process gains by loading and running the model: at batch 1 / at the largest batch."""
+    if d.get("model_rss_mb") is None:
+        return "–"
+    b1 = d.get("model_rss_batch1_mb")
+    return f"{b1:.0f} / {d['model_rss_mb']:.0f}" if b1 is not None else f"{d['model_rss_mb']:.0f}"
+
+
+def quality(report: dict[str, Any]) -> list[tuple[str, str]]:
+    """(key, name) of a report's quality metrics (its task's; reports from before tasks: the embedding ones)."""
+    columns = report.get("columns") or [{"key": m.key, "label": m.label} for m in get_task("embedding").metrics]
+    return [(c["key"], c["label"]) for c in columns]
+
+
 def esc(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
@@ -179,9 +191,9 @@ def _series(label: str, report: dict[str, Any], colour: str) -> dict[str, Any]:
             continue
         points.append({"label": row.get("label") or row["stage"], "short": row.get("short") or row["stage"],
                        "x": row.get("latency_ms_p50"), "x90": row.get("latency_ms_p90"),
-                       "y": {k: row.get(k) for k, _ in QUALITY}, "retention": row.get("retention", {})})
+                       "y": {k: row.get(k) for k, _ in quality(report)}, "retention": row.get("retention", {})})
     return {"label": label, "colour": colour, "points": points,
-            "teacher": {k: report["teacher"].get(k) for k, _ in QUALITY}}
+            "teacher": {k: report["teacher"].get(k) for k, _ in quality(report)}}
 
 
 def _cards(report: dict[str, Any]) -> str:
@@ -202,16 +214,18 @@ def _cards(report: dict[str, Any]) -> str:
 
 
 def _retention_table(report: dict[str, Any]) -> str:
+    digits = {c["key"]: c.get("digits", 2) for c in report.get("columns") or []}
+    columns = [(key, name, digits.get(key, 4 if key == "teacher_cosine_mean" else 2)) for key, name in quality(report)]
     rows = []
     for row in report["rows"]:
         if row.get("passthrough"):
             continue
         cells = [esc(row["stage"]), esc(row.get("model") or "")]
-        for key, _ in QUALITY:
-            value = fmt(row.get(key), 4 if key == "teacher_cosine_mean" else 2)
+        for key, _, digits in columns:
+            value = fmt(row.get(key), digits)
             cells.append(f'<div class="q"><span>{value}</span>{bar(row.get("retention", {}).get(key))}</div>')
         rows.append(cells)
-    header = ["stage", "model"] + [f"{esc(name)} (retention)" for _, name in QUALITY]
+    header = ["stage", "model"] + [f"{esc(name)} (retention)" for _, name, _ in columns]
     return table(header, rows, left=2)
 
 
@@ -248,9 +262,10 @@ def _targets_table(report: dict[str, Any]) -> str:
 def render(runs: list[tuple[str, dict[str, Any]]], title: str, markdown: str = "") -> str:
     """The HTML page for one run, or for several runs compared side by side."""
     series = [_series(label, rep, COLOURS[i % len(COLOURS)]) for i, (label, rep) in enumerate(runs)]
-    available = [(k, n) for k, n in QUALITY if any(p["y"].get(k) is not None for s in series for p in s["points"])]
-    data = {"series": series, "metrics": [{"key": k, "name": n} for k, n in available or QUALITY[:1]],
-            "metricNames": dict(QUALITY)}
+    metrics = list(dict.fromkeys(m for _, rep in runs for m in quality(rep)))
+    available = [(k, n) for k, n in metrics if any(p["y"].get(k) is not None for s in series for p in s["points"])]
+    data = {"series": series, "metrics": [{"key": k, "name": n} for k, n in available or metrics[:1]],
+            "metricNames": dict(metrics)}
     payload = json.dumps(data, default=str).replace("</", "<\\/")
     parts = [f"<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{esc(title)}</title>",
              '<meta name="viewport" content="width=device-width, initial-scale=1">', f"<style>{CSS}</style></head>",

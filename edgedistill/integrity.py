@@ -178,3 +178,41 @@ def start_kill_watch(run_dir: Path) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
     threading.Thread(target=watch, name="edgedistill-kill-watch", daemon=True).start()
+
+
+def content_fingerprint(path: Path, cache: Path | None = None) -> str:
+    """A content hash of a file or folder (every regular file's relative path and sha256), for stage and cache
+    keys: the same bytes give the same key wherever they live, and editing a file in place changes it.
+
+    With ``cache`` (a folder), a file whose size and mtime are unchanged since it was last hashed is not read
+    again, so fingerprinting a multi-GB teacher costs one stat per file after the first time.
+    """
+    path = Path(path).resolve()
+    files = [path] if path.is_file() else _files(path, frozenset()) if path.is_dir() else []
+    if not files:
+        return f"missing:{path}"
+    memo_file = (cache / f"{hashlib.sha256(str(path).encode()).hexdigest()[:24]}.json") if cache else None
+    memo: dict[str, Any] = {}
+    if memo_file is not None and memo_file.is_file():
+        try:
+            memo = json.loads(memo_file.read_text())
+        except (OSError, ValueError):
+            memo = {}
+    digest, fresh = hashlib.sha256(), {}
+    for file in files:
+        rel = file.name if file == path else file.relative_to(path).as_posix()
+        st = file.stat()
+        known = memo.get(rel)
+        if known and known["size"] == st.st_size and known["mtime_ns"] == st.st_mtime_ns:
+            sha = known["sha256"]
+        else:
+            sha = sha256_file(file)
+        fresh[rel] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": sha}
+        digest.update(f"{rel}\0{sha}\n".encode())
+    if memo_file is not None and fresh != memo:
+        try:
+            memo_file.parent.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(memo_file, fresh)
+        except OSError as e:  # a read-only cache only costs speed
+            log.debug("fingerprint cache not written: %s", e)
+    return digest.hexdigest()[:16]

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from edgedistill.errors import RecipeError
+from edgedistill.timing import summarize_ms
 
 log = logging.getLogger(__name__)
 
@@ -112,8 +113,7 @@ def interleaved_latency(encoders: dict[str, Any], sentences: list[str], rounds: 
         for name in names:
             times[name] += round_times[name]
             per_round[name].append(float(np.median(round_times[name])))
-    return {n: {"latency_ms_p50": float(np.percentile(times[n], 50)),
-                "latency_ms_p90": float(np.percentile(times[n], 90)),
+    return {n: {**summarize_ms(times[n]),
                 "round_p50_ms": [round(x, 4) for x in per_round[n]],
                 "timings": len(times[n])} for n in names}
 

@@ -10,17 +10,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgedistill.errors import EdgedistillError
-from edgedistill.evaluate import PRIMARY_METRIC
+from edgedistill.html_report import rss_cell
+from edgedistill.tasks import get_task
 from edgedistill.profiling.bench import BUSY_CORES
 
 if TYPE_CHECKING:
-    from edgedistill.runner import StageRecord
+    from edgedistill.contract import StageRecord
 
 log = logging.getLogger(__name__)
 
-# Every quality metric the evaluator produces: (key, Markdown header, digits).
-QUALITY = [(PRIMARY_METRIC, "STS-b", 2), ("retrieval_ndcg10", "nDCG@10", 2),
-           ("retrieval_ndcg10_cross", "nDCG@10 vs teacher index", 2), ("teacher_cosine_mean", "cosine to teacher", 4)]
 DEVICES_DIR = "devices"
 NOISY_SPREAD_PCT = 10  # range of per-process round medians above which the report flags a latency
 SPEED_KEYS = ("latency_ms_p50", "latency_ms_p90", "latency_ms_p99", "spread_pct", "throughput_per_s",
@@ -29,14 +27,27 @@ SPEED_KEYS = ("latency_ms_p50", "latency_ms_p90", "latency_ms_p99", "spread_pct"
 
 
 # -- building blocks ----------------------------------------------------------------------------------------
-def retention(evaluation: dict[str, Any], teacher: dict[str, Any]) -> dict[str, float]:
-    """% of the teacher's score for every quality metric both have (cross-space nDCG against the teacher's own)."""
+def quality_columns(task: str = "embedding") -> list[dict[str, Any]]:
+    """The task's quality metrics as report columns: key, header, digits, reference, description."""
+    return [{"key": m.key, "label": m.label, "digits": m.digits, "reference": m.reference,
+             "description": m.description} for m in get_task(task).metrics]
+
+
+def _columns(report: dict[str, Any]) -> list[tuple[str, str, int]]:
+    """(key, header, digits) of a report's quality columns (reports from before tasks: the embedding ones)."""
+    return [(c["key"], c["label"], c["digits"]) for c in report.get("columns") or quality_columns()]
+
+
+def retention(evaluation: dict[str, Any], teacher: dict[str, Any], task: str = "embedding") -> dict[str, float]:
+    """% of the teacher's score for every quality metric both have (a metric without a teacher value of its own,
+    such as cross-space nDCG, against its reference metric)."""
     out = {}
-    for key, _, _ in QUALITY:
+    for column in quality_columns(task):
+        key = column["key"]
         value = evaluation.get(key)
         reference = teacher.get(key)
-        if reference is None and key == "retrieval_ndcg10_cross":
-            reference = teacher.get("retrieval_ndcg10")
+        if reference is None and column["reference"]:
+            reference = teacher.get(column["reference"])
         if value is not None and reference:
             out[key] = 100 * value / reference
     return out
@@ -80,8 +91,10 @@ def _local_speed(profile: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
             for m in profile["measurements"] if m["target"] == "local"}
 
 
-def build_rows(teacher: dict[str, Any], records: list[StageRecord]) -> list[dict[str, Any]]:
+def build_rows(teacher: dict[str, Any], records: list[StageRecord], task: str = "embedding") -> list[dict[str, Any]]:
     """One row per stage (teacher first): every quality metric with retention, latency, size, time."""
+    columns = [c["key"] for c in quality_columns(task)]
+    primary = get_task(task).primary_metric
     profile = profile_data(records)
     speed = _local_speed(profile)
     entries: list[tuple[str, str, str, dict[str, Any], dict[str, Any], bool]] = [
@@ -97,16 +110,15 @@ def build_rows(teacher: dict[str, Any], records: list[StageRecord]) -> list[dict
                         {"stage_s": r.timings.get("stage_s"), "model": model}, passthrough))
     rows = []
     for stage, folder, artifact, evaluation, extra, passthrough in entries:
-        ret = retention(evaluation, teacher)
+        ret = retention(evaluation, teacher, task)
         measured = speed.get(artifact)
         row = {
             "stage": stage, "dir": folder, "artifact": artifact, "passthrough": passthrough,
             "model": extra["model"], "short": _short(stage, extra["model"]),
             "label": f"{stage} · {extra['model']}",
-            **{key: evaluation.get(key) for key, _, _ in QUALITY},
+            **{key: evaluation.get(key) for key in columns},
             "retention": ret,
-            "retention_pct": ret.get(PRIMARY_METRIC),
-            "teacher_cosine": evaluation.get("teacher_cosine_mean"),
+            "retention_pct": ret.get(primary),
             "size_mb": evaluation.get("size_mb"),
             "params_m": evaluation["params"] / 1e6 if evaluation.get("params") else None,
             "stage_s": extra["stage_s"],
@@ -197,7 +209,8 @@ def _warnings(rows: list[dict[str, Any]], profile: dict[str, Any] | None) -> lis
     return out
 
 
-def _summary(rows: list[dict[str, Any]], host: dict[str, Any] | None) -> tuple[str, dict[str, Any] | None]:
+def _summary(rows: list[dict[str, Any]], host: dict[str, Any] | None,
+             columns: list[tuple[str, str, int]]) -> tuple[str, dict[str, Any] | None]:
     candidates = [r for r in rows[1:] if not r["passthrough"]]
     if not candidates:
         return "", None
@@ -205,7 +218,7 @@ def _summary(rows: list[dict[str, Any]], host: dict[str, Any] | None) -> tuple[s
     bits = [f"Final model ({final['label']}, {final['size_mb']:.1f} MB)" if final.get("size_mb") else
             f"Final model ({final['label']})"]
     quality = [f"{name} {final[key]:.{d}f} = {final['retention'][key]:.1f}% of the teacher"
-               for key, name, d in QUALITY[:3] if final.get(key) is not None and key in final["retention"]]
+               for key, name, d in columns[:3] if final.get(key) is not None and key in final["retention"]]
     text = bits[0] + ": " + "; ".join(quality) if quality else bits[0]
     if final.get("latency_ms_p50"):
         threads = final.get("threads")
@@ -217,15 +230,19 @@ def _summary(rows: list[dict[str, Any]], host: dict[str, Any] | None) -> tuple[s
     return text + ".", final
 
 
-def build_report(run_dir: Path, name: str, teacher: dict[str, Any], records: list[StageRecord]) -> dict[str, Any]:
+def build_report(run_dir: Path, name: str, teacher: dict[str, Any], records: list[StageRecord],
+                 task: str = "embedding") -> dict[str, Any]:
     """Everything the Markdown, JSON and HTML reports show."""
-    rows = build_rows(teacher, records)
+    rows = build_rows(teacher, records, task)
+    columns = quality_columns(task)
     profile = profile_data(records)
     devices = load_devices(run_dir)
     host = (profile or {}).get("host")
-    summary, final = _summary(rows, host)
+    summary, final = _summary(rows, host, [(c["key"], c["label"], c["digits"]) for c in columns])
     return {
         "recipe": name,
+        "task": task,
+        "columns": columns,
         "summary": summary,
         "final": final,
         "warnings": _warnings(rows, profile),
@@ -258,14 +275,6 @@ def _rounds(d: dict[str, Any]) -> str:
     return f"{d.get('rounds_used')}/{d['rounds']}"
 
 
-def rss_cell(d: dict[str, Any]) -> str:
-    """Memory a process gains by loading and running the model: at batch 1 / at the largest batch."""
-    if d.get("model_rss_mb") is None:
-        return "–"
-    b1 = d.get("model_rss_batch1_mb")
-    return f"{b1:.0f} / {d['model_rss_mb']:.0f}" if b1 is not None else f"{d['model_rss_mb']:.0f}"
-
-
 def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
     return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
 
@@ -281,20 +290,19 @@ def _quality_cell(row: dict[str, Any], key: str, digits: int) -> str:
 def to_markdown(report: dict[str, Any], stage_sections: list[tuple[str, str]] = ()) -> str:
     """The Markdown report."""
     rows = [r for r in report["rows"] if not r["passthrough"]]
+    quality = _columns(report)
     lines = [f"# edgedistill report: {report['recipe']}", ""]
     if report["summary"]:
         lines += [report["summary"], ""]
     lines += [f"> Warning: {w}" for w in report["warnings"]] + ([""] if report["warnings"] else [])
-    header = ["stage", "model"] + [f"{name} (retention)" for _, name, _ in QUALITY] + [
+    header = ["stage", "model"] + [f"{name} (retention)" for _, name, _ in quality] + [
         "batch-1 p50 ms", "speed-up", "size MB", "params M", "stage time s"]
-    body = [[r["stage"], r["model"]] + [_quality_cell(r, k, d) for k, _, d in QUALITY] + [
+    body = [[r["stage"], r["model"]] + [_quality_cell(r, k, d) for k, _, d in quality] + [
         _fmt(r["latency_ms_p50"]), _fmt(r["speedup"], 1, "x"), _fmt(r["size_mb"], 1), _fmt(r["params_m"], 1),
         _fmt(r["stage_s"], 0)] for r in rows]
     lines += ["## Quality and speed per stage", ""] + _md_table(header, body) + [
-        "", ("Quality: STS-b = Spearman x100 of cosine similarity on the recipe's STS-benchmark split; nDCG@10 = "
-             "retrieval on held-out SNLI premise -> entailed hypothesis; vs teacher index = the artifact's queries "
-             "against a corpus the teacher encoded; cosine to teacher = mean cosine to the teacher's embeddings "
-             "of held-out sentences. Retention: % of the teacher's score."), ""]
+        "", "Quality: " + "; ".join(c["description"] for c in report.get("columns") or quality_columns()
+                                     if c.get("description")) + ". Retention: % of the teacher's score.", ""]
     profile = report.get("profile")
     if profile:
         header = ["stage", "model", "threads", "p50 ms", "p90 ms", "p99 ms", "spread %", "rounds", "others' CPU",
@@ -325,13 +333,14 @@ def to_markdown(report: dict[str, Any], stage_sections: list[tuple[str, str]] = 
 
 
 # -- writing, regenerating, merging, comparing -------------------------------------------------------------------
-def write_report(run_dir: Path, name: str, teacher: dict[str, Any], records: list[StageRecord]) -> Path:
+def write_report(run_dir: Path, name: str, teacher: dict[str, Any], records: list[StageRecord],
+                 task: str = "embedding") -> Path:
     """Write report.md, report.json and report.html into the run folder; returns the Markdown path."""
     from edgedistill import stages as stage_registry
     from edgedistill.html_report import render
 
     run_dir = Path(run_dir)
-    report = build_report(run_dir, name, teacher, records)
+    report = build_report(run_dir, name, teacher, records, task)
     sections = []
     for r in records:
         section = stage_registry.report_section(r.type, r.metrics)
@@ -347,7 +356,7 @@ def write_report(run_dir: Path, name: str, teacher: dict[str, Any], records: lis
 
 def regenerate(run_dir: Path) -> Path:
     """Rebuild the report from the finished stage folders of a run (the chain named in report.json)."""
-    from edgedistill.runner import TEACHER_RECORD, read_record
+    from edgedistill.records import TEACHER_RECORD, read_record
 
     run_dir = Path(run_dir)
     teacher_file = run_dir / TEACHER_RECORD
@@ -371,7 +380,7 @@ def regenerate(run_dir: Path) -> Path:
         record = read_record(folder, previous)
         records.append(record)
         previous = record.artifact
-    return write_report(run_dir, name, teacher, records)
+    return write_report(run_dir, name, teacher, records, teacher_record.get("task", "embedding"))
 
 
 def _run_models(run_dir: Path) -> dict[str, str]:
@@ -446,12 +455,13 @@ def compare_markdown(la: str, a: dict[str, Any], lb: str, b: dict[str, Any]) -> 
         lines += [("> Latencies were measured on different hosts: compare each run's speed-up over its own "
                    "teacher, not milliseconds."), ""]
     header, body = ["stage"], []
-    for _, name, _ in QUALITY:
+    quality = _columns(a)
+    for _, name, _ in quality:
         header += [f"{name} {la}", f"{name} {lb}", "Δ"]
     for stage in stages:
         x, y = ra.get(stage, {}), rb.get(stage, {})
         cells = [stage]
-        for key, _, d in QUALITY:
+        for key, _, d in quality:
             delta = y[key] - x[key] if x.get(key) is not None and y.get(key) is not None else None
             cells += [_quality_cell(x, key, d) if x else "–", _quality_cell(y, key, d) if y else "–",
                       f"{delta:+.{d}f}" if delta is not None else "–"]

@@ -1,24 +1,32 @@
-"""Run a recipe's stages in order: content-keyed atomic stage folders, resume, evaluation of every artifact."""
+"""Run a recipe's stages in order: content-keyed atomic stage folders, resume, evaluation of every artifact.
+
+The runner knows stages only through the registry (``edgedistill.stages``) and models only through the recipe's
+task (``edgedistill.tasks``); the report and the deploy bundle are written by ``edgedistill.pipeline``.
+"""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from edgedistill import stages
-from edgedistill.assets import cache_dir, resolve
-from edgedistill.data import fingerprint, load_retrieval, load_sentences, load_sts, sample
-from edgedistill.encoders import load_encoder
-from edgedistill.evaluate import EvalSet, Evaluator, TeacherReference
+from edgedistill.assets import cache_dir, resolve, source_fingerprint
+from edgedistill.contract import (
+    TEACHER,
+    Artifact,
+    StageContext,
+    StageInputs,
+    StageRecord,
+    artifact_size_mb,
+    content_key,
+)
 from edgedistill.integrity import (
     STORAGE_ERRNOS,
     check_folder,
@@ -29,74 +37,11 @@ from edgedistill.integrity import (
     write_manifest,
 )
 from edgedistill.recipe import Recipe
+from edgedistill.records import TEACHER_RECORD, read_record
+from edgedistill.tasks import get_task
 from edgedistill.trust import allow_remote_code
 
 log = logging.getLogger(__name__)
-
-TEACHER_RECORD = "teacher.json"
-
-
-def content_key(*parts: Any) -> str:
-    """Short stable hash of JSON-serialisable parts."""
-    blob = json.dumps(parts, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:12]
-
-
-@dataclass(frozen=True)
-class Artifact:
-    """What a stage hands to the next: a kind, a folder and the content key that produced it."""
-
-    kind: str
-    path: Path
-    key: str
-
-
-@dataclass
-class StageContext:
-    """Everything a stage may use besides its own config."""
-
-    recipe: Recipe
-    index: int
-    teacher: Path
-    input: Artifact
-    work_dir: Path
-    device: str
-    input_evaluation: dict[str, float]
-    _evaluator: Callable[[], Evaluator]
-
-    @property
-    def artifact_dir(self) -> Path:
-        """Where the stage writes its output artifact."""
-        return self.work_dir / "artifact"
-
-    @property
-    def evaluator(self) -> Evaluator:
-        return self._evaluator()
-
-
-@dataclass
-class StageResult:
-    """A stage's own metrics; ``passthrough`` stages (profile) hand their input on unchanged."""
-
-    metrics: dict[str, Any] = field(default_factory=dict)
-    passthrough: bool = False
-
-
-@dataclass
-class StageRecord:
-    """A finished stage as read back from its folder."""
-
-    index: int
-    type: str
-    key: str
-    dir: Path
-    artifact: Artifact
-    config: dict[str, Any]
-    metrics: dict[str, Any]
-    evaluation: dict[str, float]
-    timings: dict[str, float]
-    reused: bool = False
-
 
 def pick_device(requested: str = "auto") -> str:
     """CUDA when asked for or available (auto), else CPU."""
@@ -118,70 +63,77 @@ class Runner:
         self.recipe = recipe
         self.run_dir = Path(runs_dir).resolve() / recipe.name
         self.full_check = full_check
-        self._evaluator: Evaluator | None = None
-        self._eval_set: EvalSet | None = None
+        self.task = get_task(recipe.task)
+        self._evaluator: object | None = None
+        self._eval_set: object | None = None
+        self.teacher_metrics: dict[str, float] = {}
         self.teacher_path: Path | None = None
 
     # -- keys -------------------------------------------------------------------------------
     def root_key(self) -> str:
-        r = self.recipe
-        return content_key("root", r.teacher, r.data.model_dump())
+        """The teacher by content (a local folder retrained in place gives a new key) and the task."""
+        return content_key("root", self.recipe.task, source_fingerprint(self.teacher_path or self.recipe.teacher))
 
     def eval_key(self) -> str:
-        return content_key("eval", self.recipe.evaluation.model_dump())
+        """The evaluation settings, with the sets they name by content."""
+        ev = self.recipe.evaluation
+        return content_key("eval", self.recipe.task, ev.model_dump(),
+                           [source_fingerprint(v) for v in ev.model_dump().values() if isinstance(v, str)])
+
+    def stage_inputs(self, stage_type: str) -> tuple[StageInputs, dict[str, object]]:
+        """What a stage may read beyond its config and input (its registry row's ``reads``), and the part of its
+        key those inputs make: local files by content, everything else by value."""
+        reads = stages.REGISTRY[stage_type].reads
+        r = self.recipe
+        train = r.data.train
+        values = {"train": train, "seed": r.data.seed, "selection": r.evaluation.sts, "threads": r.threads}
+        inputs = StageInputs(**{k: v for k, v in values.items() if k in reads})
+        key: dict[str, object] = {}
+        for name in reads:
+            if name == "train":
+                key[name] = [source_fingerprint(s) for s in ([train] if isinstance(train, str) else train)]
+            elif name == "selection":
+                key[name] = source_fingerprint(r.evaluation.sts) if r.evaluation.sts else None
+            elif name == "exclusions":  # held-out sentences kept out of training
+                ev = r.evaluation
+                key[name] = [source_fingerprint(ev.heldout), ev.heldout_sentences] if ev.heldout else None
+            elif name == "evaluation":
+                key[name] = self.eval_key()
+            else:
+                key[name] = values[name]
+        return inputs, key
 
     # -- evaluation ---------------------------------------------------------------------------
-    def eval_set(self) -> EvalSet:
+    def eval_set(self) -> object:
         if self._eval_set is None:
-            ev = self.recipe.evaluation
-            sts = load_sts(ev.sts, ev.sts_split) if ev.sts else None
-            heldout = sample(load_sentences(ev.heldout), ev.heldout_sentences, seed=0) if ev.heldout else []
-            latency_pool = heldout or (sts.first if sts else [])
-            retrieval = (load_retrieval(ev.retrieval, ev.retrieval_queries, ev.retrieval_corpus)
-                         if ev.retrieval else None)
-            self._eval_set = EvalSet(
-                sts=sts,
-                heldout=heldout,
-                latency_sentences=sample(latency_pool, ev.latency_sentences, seed=1),
-                batch_size=ev.batch_size,
-                retrieval=retrieval,
-            )
+            self._eval_set = self.task.eval_set(self.recipe.evaluation)
         return self._eval_set
 
-    def teacher_evaluation(self) -> tuple[dict[str, float], TeacherReference]:
-        """Teacher quality metrics and reference embeddings, cached across runs under a content key."""
+    def teacher_evaluation(self) -> tuple[dict[str, float], dict[str, np.ndarray | None]]:
+        """Teacher quality metrics and reference arrays, cached across runs under a content key."""
         data = self.eval_set()
-        key = content_key("teacher-eval", self.recipe.teacher, str(self.teacher_path), self.eval_key(),
-                          fingerprint(data.heldout), pick_device())
+        key = content_key("teacher-eval", self.root_key(), self.eval_key(), pick_device())
         folder = cache_dir() / "teacher-eval" / key
         if (folder / "metrics.json").is_file():
             problems = check_folder(folder, self.full_check) or []
             if not problems:
                 try:
                     metrics = json.loads((folder / "metrics.json").read_text())
-                    arrays = {name: np.load(folder / f"{name}.npy") if (folder / f"{name}.npy").is_file() else None
-                              for name in ("heldout", "corpus")}
+                    reference = {p.stem: np.load(p) for p in folder.glob("*.npy")}
                     log.info("teacher evaluation: cached (%s)", folder)
-                    return metrics, TeacherReference(**arrays)
+                    return metrics, reference
                 except (OSError, ValueError) as e:
                     problems = [str(e)]
             log.warning("teacher evaluation: the cached copy in %s is damaged (%s); evaluating again", folder,
                         "; ".join(problems))
         log.info("evaluating the teacher's quality once (cached afterwards)")
-        encoder = load_encoder("teacher", self.teacher_path, device=pick_device())
-        reference = TeacherReference(
-            heldout=encoder.encode(data.heldout, batch_size=data.batch_size) if data.heldout else None,
-            corpus=encoder.encode(data.retrieval.corpus, batch_size=data.batch_size) if data.retrieval else None,
-        )
-        metrics = Evaluator(data, reference).quality(encoder)
-        metrics["dimension"] = float(encoder.dimension)
-        metrics["params"] = float(sum(p.numel() for p in encoder.model.parameters()))
+        metrics, reference = self.task.evaluate_teacher(self.teacher_path, data, pick_device())
         metrics["size_mb"] = artifact_size_mb(self.teacher_path)
         tmp = folder.with_name(folder.name + f".{os.getpid()}.tmp")
         tmp.mkdir(parents=True, exist_ok=True)
-        for name in ("heldout", "corpus"):
-            if getattr(reference, name) is not None:
-                np.save(tmp / f"{name}.npy", getattr(reference, name))
+        for name, array in reference.items():
+            if array is not None:
+                np.save(tmp / f"{name}.npy", array)
         write_json_atomic(tmp / "metrics.json", metrics)
         write_manifest(tmp, skip=frozenset())
         if folder.exists():
@@ -189,14 +141,14 @@ class Runner:
         os.replace(tmp, folder)
         return metrics, reference
 
-    def evaluator(self) -> Evaluator:
+    def evaluator(self) -> object:
         if self._evaluator is None:
             _, reference = self.teacher_evaluation()
-            self._evaluator = Evaluator(self.eval_set(), reference)
+            self._evaluator = self.task.evaluator(self.eval_set(), reference)
         return self._evaluator
 
     def evaluate_artifact(self, artifact: Artifact) -> dict[str, float]:
-        encoder = load_encoder(artifact.kind, artifact.path, device=pick_device())
+        encoder = self.task.load(artifact.kind, artifact.path, device=pick_device())
         metrics = self.evaluator().evaluate(encoder)
         metrics["size_mb"] = artifact_size_mb(artifact.path)
         metrics["params"] = float(count_parameters(encoder))
@@ -207,7 +159,8 @@ class Runner:
         return self.run_dir / f"{index:02d}-{stage_type}-{key}"
 
     def run(self) -> list[StageRecord]:
-        """Run every unfinished stage, then write the report. Returns one record per stage.
+        """Run every unfinished stage. Returns one record per stage (``pipeline.run_recipe`` then writes the
+        report and the bundle).
 
         A full disk, a read-only folder or a missing permission raises StorageError; finished stages stay.
         """
@@ -219,8 +172,6 @@ class Runner:
             raise storage_error(e, f"run {self.recipe.name}") from e
 
     def _run(self) -> list[StageRecord]:
-        from edgedistill.report import write_report
-
         self.run_dir.mkdir(parents=True, exist_ok=True)
         start_kill_watch(self.run_dir)
         self._set_threads()
@@ -229,20 +180,15 @@ class Runner:
         check_model_folder(self.teacher_path, "teacher", self.recipe.trust.pickle_weights,
                            self.recipe.trust.remote_code)
         teacher_metrics, _ = self.teacher_evaluation()
-        current = Artifact("teacher", self.teacher_path, self.root_key())
+        current = Artifact(TEACHER, self.teacher_path, self.root_key())
         current_eval = teacher_metrics
         records: list[StageRecord] = []
         for index, cfg in enumerate(self.recipe.stages):
             record = self._run_stage(index, cfg, current, current_eval)
             records.append(record)
             current, current_eval = record.artifact, record.evaluation
-        teacher_metrics = self._teacher_record(teacher_metrics, measure=not all(r.reused for r in records))
+        self.teacher_metrics = self._teacher_record(teacher_metrics, measure=not all(r.reused for r in records))
         self._link_final(records)
-        write_report(self.run_dir, self.recipe.name, teacher_metrics, records)
-        from edgedistill.bundle import write_bundle
-
-        data = self.eval_set()
-        write_bundle(self.run_dir, records, teacher_metrics, data.heldout or data.latency_sentences)
         return records
 
     def _teacher_record(self, quality: dict[str, float], measure: bool) -> dict[str, float]:
@@ -252,14 +198,12 @@ class Runner:
         previous = json.loads(path.read_text())["evaluation"] if path.is_file() else {}
         metrics = {**quality, "params": quality.get("params"), "size_mb": quality.get("size_mb")}
         if measure or "latency_ms_p50" not in previous:
-            from edgedistill.evaluate import batch1_latency_ms
-
-            encoder = load_encoder("teacher", self.teacher_path, device=pick_device())
-            metrics.update(batch1_latency_ms(encoder, self.eval_set().latency_sentences))
+            encoder = self.task.load(TEACHER, self.teacher_path, device=pick_device())
+            metrics.update(self.evaluator().latency(encoder))
         else:
             metrics.update({k: previous[k] for k in ("latency_ms_p50", "latency_ms_p90")})
         write_json_atomic(path, {"teacher": self.recipe.teacher, "path": str(self.teacher_path),
-                                 "evaluation": metrics})
+                                 "task": self.recipe.task, "evaluation": metrics})
         return metrics
 
     def _set_threads(self) -> None:
@@ -270,7 +214,9 @@ class Runner:
 
     def _run_stage(self, index: int, cfg: Any, input_: Artifact, input_eval: dict[str, float]) -> StageRecord:
         config = cfg.model_dump()
-        key = content_key(config, input_.key)
+        inputs, inputs_key = self.stage_inputs(cfg.type)
+        key = content_key(config, input_.key, inputs_key)
+        log.debug("stage %d %s: key %s from input %s and inputs %s", index, cfg.type, key, input_.key, inputs_key)
         final = self.stage_dir(index, cfg.type, key)
         record = self._finished(index, cfg.type, final, input_)
         if record is not None:
@@ -291,7 +237,7 @@ class Runner:
             shutil.rmtree(work)
         work.mkdir(parents=True)
         try:
-            return self._execute(index, cfg, config, key, final, work, input_, input_eval)
+            return self._execute(index, cfg, config, key, final, work, input_, input_eval, inputs)
         except OSError as e:
             shutil.rmtree(work, ignore_errors=True)  # give the space back; checkpoints (.ckpt-*) are kept
             if e.errno not in STORAGE_ERRNOS:
@@ -319,11 +265,11 @@ class Runner:
         return None
 
     def _execute(self, index: int, cfg: Any, config: dict[str, Any], key: str, final: Path, work: Path,
-                 input_: Artifact, input_eval: dict[str, float]) -> StageRecord:
+                 input_: Artifact, input_eval: dict[str, float], inputs: StageInputs) -> StageRecord:
         ctx = StageContext(
-            recipe=self.recipe, index=index, teacher=self.teacher_path, input=input_, work_dir=work,
+            index=index, teacher=self.teacher_path, input=input_, work_dir=work,
             device=pick_device(getattr(cfg, "device", "auto")), input_evaluation=input_eval,
-            _evaluator=self.evaluator,
+            _evaluator=self.evaluator, inputs=inputs, task=self.task,
         )
         log.info("stage %d %s: running (key %s)", index, cfg.type, key)
         t0 = time.perf_counter()
@@ -348,7 +294,7 @@ class Runner:
         write_json_atomic(work / "timings.json", timings)
         write_json_atomic(work / "metrics.json", metrics)
         if cfg.type == "distill":
-            from edgedistill.bundle import write_model_card
+            from edgedistill.model_card import write_model_card
 
             write_model_card(ctx.artifact_dir, self.recipe, config, metrics)
         write_manifest(work)  # every file's sha256, checked before the stage is reused
@@ -369,22 +315,6 @@ class Runner:
         os.replace(tmp, link)
 
 
-def read_record(folder: Path, input_: Artifact | None = None) -> StageRecord:
-    """Load a finished stage folder."""
-    config = json.loads((folder / "config.json").read_text())
-    metrics = json.loads((folder / "metrics.json").read_text())
-    timings = json.loads((folder / "timings.json").read_text())
-    index = int(folder.name.split("-", 1)[0])
-    if metrics.get("passthrough"):
-        if input_ is None:
-            input_ = Artifact(config["input_kind"], Path(config["input_path"]), config["input_key"])
-        artifact = input_
-    else:
-        artifact = Artifact(stages.output_kind(config["type"]), folder / "artifact", config["key"])
-    return StageRecord(index, config["type"], config["key"], folder, artifact, config["config"], metrics,
-                       metrics.get("evaluation", {}), timings)
-
-
 def count_parameters(encoder: Any) -> int:
     """Weights of a torch model, or elements of an ONNX graph's float/int8 initialisers."""
     if hasattr(encoder, "model"):
@@ -393,10 +323,3 @@ def count_parameters(encoder: Any) -> int:
 
     graph = onnx.load(str(encoder.model_path), load_external_data=False).graph
     return sum(int(np.prod(t.dims)) for t in graph.initializer if len(t.dims) >= 1)
-
-
-def artifact_size_mb(path: Path) -> float:
-    """Bytes of model weights in an artifact folder (weights and graphs, not tokenizer or docs)."""
-    exts = {".onnx", ".data", ".safetensors", ".bin", ".pt"}
-    files = [p for p in Path(path).rglob("*") if p.is_file() and p.suffix in exts]
-    return round(sum(p.stat().st_size for p in files) / 1e6, 3)

@@ -9,54 +9,20 @@ This module must never import torch or transformers: it is what an app or device
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 
 import numpy as np
 
-from edgedistill.errors import EdgedistillError
+from edgedistill.manifest import MANIFEST, BundleError, read_manifest, verify  # noqa: F401  (the runtime API)
 
-MANIFEST = "manifest.json"
 IN_GRAPH_MODEL = "model_with_tokenizer.onnx"
 KNOWN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
-
-
-class BundleError(EdgedistillError):
-    """A bundle folder is missing a file, has a bad manifest or fails its checksums."""
 
 
 def normalise(x: np.ndarray) -> np.ndarray:
     """L2-normalise rows as float32."""
     x = np.asarray(x, dtype=np.float32)
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-
-
-def read_manifest(path: Path) -> dict:
-    """The bundle's manifest.json, with a clear error when it is missing or not JSON."""
-    file = Path(path) / MANIFEST
-    if not file.is_file():
-        raise BundleError(f"{path}: not a bundle (no {MANIFEST}); pass a folder such as runs/<recipe>/bundle")
-    try:
-        return json.loads(file.read_text())
-    except json.JSONDecodeError as e:
-        raise BundleError(f"{file}: not valid JSON ({e})") from None
-
-
-def verify(path: Path, manifest: dict | None = None) -> None:
-    """Check every file listed in the manifest against its sha256."""
-    path = Path(path)
-    manifest = manifest or read_manifest(path)
-    for name, expected in manifest.get("sha256", {}).items():
-        file = path / name
-        if not file.is_file():
-            raise BundleError(f"{path}: {name} is listed in {MANIFEST} but missing")
-        digest = hashlib.sha256()
-        with open(file, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-        if digest.hexdigest() != expected:
-            raise BundleError(f"{file}: sha256 mismatch (file changed or corrupt); re-copy the bundle")
 
 
 def _session(model_path: Path, threads: int, custom_ops: str | None = None, spin: bool = True):

@@ -11,7 +11,7 @@ import pytest
 
 from edgedistill.bundle import write_bundle
 from edgedistill.recipe import load_recipe
-from edgedistill.runner import Runner
+from edgedistill.pipeline import run_recipe
 from edgedistill.runtime import load
 from tests.conftest import tiny_recipe, write_recipe
 from tests.tiny import make_sentences
@@ -24,7 +24,7 @@ def run(tmp_path_factory: pytest.TempPathFactory, tiny_world: dict) -> tuple[Pat
     root = tmp_path_factory.mktemp("bundle-run")
     recipe = tiny_recipe(tiny_world)
     recipe["stages"][1].update(tokenizer_in_graph=True, timing_sentences=4, timing_rounds=3)
-    records = Runner(load_recipe(write_recipe(root / "r.yaml", recipe)), root / "runs").run()
+    records = run_recipe(load_recipe(write_recipe(root / "r.yaml", recipe)), root / "runs")
     return root / "runs" / "tiny", records
 
 

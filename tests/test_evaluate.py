@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from edgedistill.data import StsPairs, load_retrieval
-from edgedistill.evaluate import EvalSet, Evaluator, TeacherReference, ndcg_at_10, relative_drop, sts_spearman
+from edgedistill.tasks.embedding.evaluate import EvalSet, Evaluator, TeacherReference, ndcg_at_10, sts_spearman
 
 
 class TableEncoder:
@@ -65,5 +65,7 @@ def test_load_retrieval_keeps_relevant_docs(tiny_world: dict) -> None:
 
 
 def test_relative_drop() -> None:
+    from edgedistill.quant.search import relative_drop
+
     assert relative_drop(80.0, 79.2) == pytest.approx(0.01)
     assert relative_drop(80.0, 81.0) < 0

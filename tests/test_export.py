@@ -12,11 +12,12 @@ import pytest
 
 from edgedistill import optimize
 from edgedistill.errors import GateError, RecipeError
-from edgedistill.evaluate import EvalSet
+from edgedistill.tasks.embedding.evaluate import EvalSet
 from edgedistill.recipe import ExportStage
-from edgedistill.runner import Artifact, StageContext
+from edgedistill.contract import Artifact, StageContext
 from edgedistill.runtime import InGraphEncoder, OnnxEncoder
 from edgedistill.stages import export
+from edgedistill.tasks.embedding import export as embedding_export
 from tests.tiny import build_st_model, make_sentences
 
 FAST = {"timing_sentences": 4, "timing_rounds": 3}
@@ -32,7 +33,7 @@ class Sentences:
 def _ctx(tmp_path: Path, model: Path) -> StageContext:
     work = tmp_path / "work"
     work.mkdir(parents=True)
-    return StageContext(recipe=None, index=1, teacher=Path("."), input=Artifact("sentence-transformer", model, "k"),
+    return StageContext(index=1, teacher=Path("."), input=Artifact("sentence-transformer", model, "k"),
                         work_dir=work, device="cpu", input_evaluation={}, _evaluator=lambda: Sentences())
 
 
@@ -71,7 +72,7 @@ def test_broken_export_fires_the_gate(tmp_path: Path, monkeypatch: pytest.Monkey
     import torch
 
     model = build_st_model(tmp_path / "st", family="bert", hidden=16, layers=2)
-    real = export.build_graph_module
+    real = embedding_export.build_graph_module
 
     class Broken(torch.nn.Module):
         def __init__(self, inner: torch.nn.Module) -> None:
@@ -81,7 +82,7 @@ def test_broken_export_fires_the_gate(tmp_path: Path, monkeypatch: pytest.Monkey
         def forward(self, input_ids, attention_mask, token_type_ids=None):  # a bug: shifts the embedding
             return torch.nn.functional.normalize(self.inner(input_ids, attention_mask, token_type_ids) + 0.05, dim=1)
 
-    monkeypatch.setattr(export, "build_graph_module", lambda m: Broken(real(m)))
+    monkeypatch.setattr(embedding_export, "build_graph_module", lambda m: Broken(real(m)))
     with pytest.raises(GateError, match=r"export validation failed \(plain graph\): max abs diff .* by length"):
         export.run(ExportStage(type="export", exporter="torchscript"), _ctx(tmp_path, model))
 
@@ -107,7 +108,7 @@ def test_always_optimize_fuses_and_passes_the_gate(fused: tuple[Path, dict]) -> 
     assert {"Attention", "SkipLayerNormalization", "EmbedLayerNormalization"} <= _ops(bundle / "model.onnx")
     assert {"plain", "optimized"} == set(opt["latency"]) and opt["latency"]["plain"]["timings"] == 12
     manifest = json.loads((bundle / "manifest.json").read_text())
-    assert manifest["graph"]["optimized"] and not (bundle / export.OPTIMIZED_FILE).exists()
+    assert manifest["graph"]["optimized"] and not (bundle / embedding_export.OPTIMIZED_FILE).exists()
     assert "| optimised |" in export.report_section(metrics)
 
 

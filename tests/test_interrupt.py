@@ -26,7 +26,7 @@ from click.testing import CliRunner
 from edgedistill.cli import main
 from edgedistill.integrity import KILL_ENV, check_folder
 from edgedistill.recipe import load_recipe
-from edgedistill.runner import Runner
+from edgedistill.pipeline import run_recipe
 from tests.conftest import tiny_recipe, write_recipe
 
 # Quality metrics of a resumed (or repeated) run may differ from the uninterrupted one by at most this much
@@ -72,7 +72,7 @@ def reference(tiny_world: dict, tmp_path_factory: pytest.TempPathFactory) -> dic
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("EDGEDISTILL_CACHE", str(cache))
         recipe = write_recipe(root / "r.yaml", _recipe(tiny_world))
-        Runner(load_recipe(recipe), root / "runs").run()
+        run_recipe(load_recipe(recipe), root / "runs")
     return {"root": root, "cache": cache, "recipe": recipe, "run_dir": root / "runs" / "tiny",
             "metrics": _stage_metrics(root / "runs" / "tiny")}
 
@@ -125,6 +125,6 @@ def test_sigkill_mid_stage_then_resume(reference: dict, tmp_path: Path, monkeypa
 def test_same_seed_same_metrics(reference: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Determinism: a second clean run (own run folder, no cached teacher labels or evaluation) matches."""
     monkeypatch.setenv("EDGEDISTILL_CACHE", str(tmp_path / "cache"))
-    Runner(load_recipe(reference["recipe"]), tmp_path / "runs").run()
+    run_recipe(load_recipe(reference["recipe"]), tmp_path / "runs")
     diff = _max_diff(_stage_metrics(tmp_path / "runs" / "tiny"), reference["metrics"])
     assert diff <= TOLERANCE, diff

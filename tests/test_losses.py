@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from edgedistill.losses import Batch, InBatchKL
+from edgedistill.tasks.embedding.losses import Batch, InBatchKL
 
 
 def _normed(x: torch.Tensor) -> torch.Tensor:

@@ -31,8 +31,8 @@ SENTENCES = make_sentences(12, seed=11)
 @pytest.fixture(scope="module")
 def chain(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A teacher, a distilled student and its ONNX export laid out like a run's stage folders."""
-    from edgedistill.evaluate import EvalSet, Evaluator
-    from edgedistill.runner import Artifact, StageContext
+    from edgedistill.tasks.embedding.evaluate import EvalSet, Evaluator
+    from edgedistill.contract import Artifact, StageContext
     from edgedistill.stages import export
 
     root = tmp_path_factory.mktemp("chain")
@@ -43,7 +43,7 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         {"type": "distill", "key": "aaa", "input_kind": "teacher", "input_path": str(teacher)}))
     work = root / "run" / "01-export-bbb"
     work.mkdir()
-    ctx = StageContext(recipe=None, index=1, teacher=teacher, input=Artifact("sentence-transformer", student, "aaa"),
+    ctx = StageContext(index=1, teacher=teacher, input=Artifact("sentence-transformer", student, "aaa"),
                        work_dir=work, device="cpu", input_evaluation={},
                        _evaluator=lambda: Evaluator(EvalSet(sts=None, heldout=SENTENCES, latency_sentences=SENTENCES)))
     export.run(ExportStage(type="export", exporter="torchscript"), ctx)

@@ -11,13 +11,13 @@ import onnx
 import pytest
 
 from edgedistill.errors import GateError, RecipeError
-from edgedistill.evaluate import EvalSet
+from edgedistill.tasks.embedding.evaluate import EvalSet
 from edgedistill.quant import calibration, embedding, graph, measure, presets
 from edgedistill.quant.ort import gemm_to_matmul, prepare, quantize_file
 from edgedistill.quant.presets import QuantSettings
 from edgedistill.quant.search import Budget, Search, SearchConfig, groups_of
 from edgedistill.recipe import QuantizeStage
-from edgedistill.runner import Artifact, StageContext
+from edgedistill.contract import Artifact, StageContext
 from edgedistill.runtime import OnnxEncoder
 from edgedistill.stages import quantize
 from tests.tiny import build_st_model, make_sentences
@@ -27,7 +27,7 @@ def make_bundle(root: Path, exporter: str, dense: int | None = 24) -> Path:
     """An fp32 ONNX bundle of a tiny 2-layer BERT (hidden 16, FFN 64), with a Dense projection (a Gemm)."""
     from sentence_transformers import SentenceTransformer
 
-    from edgedistill.stages.export import export_onnx, write_manifest
+    from edgedistill.tasks.embedding.export import build_manifest, export_onnx
 
     st = SentenceTransformer(str(build_st_model(root / "st", family="bert", hidden=16, layers=2, dense_out=dense)),
                              device="cpu")
@@ -35,7 +35,7 @@ def make_bundle(root: Path, exporter: str, dense: int | None = 24) -> Path:
     bundle.mkdir(parents=True)
     export_onnx(st, bundle / "model.onnx", 18, exporter)
     st[0].tokenizer.save_pretrained(str(bundle))
-    write_manifest(st, bundle, 18, exporter)
+    build_manifest(st, bundle, 18, exporter)
     return bundle
 
 
@@ -224,7 +224,7 @@ class World:
     def latency(self, bundle: Path) -> dict[str, float]:
         int8, static = self._int8(bundle)
         fp32 = len(self.names - int8)
-        return {"latency_ms_b1": 1.0 + 0.1 * fp32 - (0.2 if static else 0), "latency_ms_per_sentence_b32": 0.5}
+        return {"latency_ms_p50": 1.0 + 0.1 * fp32 - (0.2 if static else 0), "latency_ms_per_sentence_b32": 0.5}
 
 
 def _search(tmp_path: Path, bundle: Path, world: World, candidates: list[QuantSettings], max_drop: float = 0.01,
@@ -247,7 +247,7 @@ def test_search_keeps_the_most_sensitive_nodes_in_fp32(tmp_path: Path, bundle: P
     assert [t.within_budget for t in result.trials] == [False, False, True]
     records = [t.record() for t in result.trials]
     assert records[2]["excluded_groups"] == [g["group"] for g in scan[:2]]
-    assert {"proxy_cosine", "sts_spearman", "relative_drop", "latency_ms_b1", "size_mb", "config"} <= set(records[0])
+    assert {"proxy_cosine", "sts_spearman", "relative_drop", "latency_ms_p50", "size_mb", "config"} <= set(records[0])
 
 
 def test_search_returns_the_fastest_trial_within_budget(tmp_path: Path, bundle: Path) -> None:
@@ -257,7 +257,7 @@ def test_search_returns_the_fastest_trial_within_budget(tmp_path: Path, bundle: 
     # With a 6% budget static all-INT8 (-0.2 ms) fails (5% + 6 x 3%...), dynamic needs its FFN downs in fp32.
     result = _search(tmp_path, bundle, world, [dynamic, static], max_drop=0.06).run()
     passing = [t for t in result.trials if t.within_budget]
-    assert result.chosen is min(passing, key=lambda t: t.latency["latency_ms_b1"])
+    assert result.chosen is min(passing, key=lambda t: t.latency["latency_ms_p50"])
     assert result.chosen.settings.method == "static"  # static with both downs in fp32 beats dynamic with one
     assert any("not evaluated" in t.note for t in result.trials)  # slower or hopeless trials are skipped
 
@@ -266,10 +266,10 @@ def test_final_side_by_side_timing_decides_between_close_trials(tmp_path: Path, 
     world = World(bundle)
 
     def latency(b: Path) -> dict[str, float]:  # one noisy timing each: static looks 5% faster
-        return {"latency_ms_b1": 1.0 if world._int8(b)[1] else 1.05}
+        return {"latency_ms_p50": 1.0 if world._int8(b)[1] else 1.05}
 
     def side_by_side(bundles: dict[str, Path]) -> dict[str, dict[str, float]]:  # timed together: dynamic wins
-        return {name: {"latency_ms_b1": 1.0 if "QuantizeLinear" in ops(path / "model.onnx") else 0.9}
+        return {name: {"latency_ms_p50": 1.0 if "QuantizeLinear" in ops(path / "model.onnx") else 0.9}
                 for name, path in bundles.items()}
 
     search = _search(tmp_path, bundle, world, [QuantSettings(method="dynamic"),
@@ -277,8 +277,8 @@ def test_final_side_by_side_timing_decides_between_close_trials(tmp_path: Path, 
     search.latency_fn, search.final_timing = latency, side_by_side
     result = search.run()
     assert [t.within_budget for t in result.trials] == [True, True]  # within the 10% margin: both evaluated
-    assert result.chosen.settings.method == "dynamic" and result.chosen.latency["search_latency_ms_b1"] == 1.05
-    assert result.fp32_latency == {"latency_ms_b1": 0.9}
+    assert result.chosen.settings.method == "dynamic" and result.chosen.latency["search_latency_ms_p50"] == 1.05
+    assert result.fp32_latency == {"latency_ms_p50": 0.9}
 
 
 def test_search_keeps_the_best_when_nothing_fits(tmp_path: Path, bundle: Path) -> None:
@@ -301,7 +301,7 @@ def test_size_cap_disqualifies_big_trials(tmp_path: Path, bundle: Path) -> None:
 def test_latency_and_proxy_measure_real_bundles(bundle: Path) -> None:
     sentences = make_sentences(6)
     lat = measure.latency(bundle, sentences, repeats=2, batch_size=4, warmup=1)
-    assert 0 < lat["latency_ms_b1"] <= lat["latency_ms_b1_p90"] and lat["latency_ms_per_sentence_b4"] > 0
+    assert 0 < lat["latency_ms_p50"] <= lat["latency_ms_p90"] and lat["latency_ms_per_sentence_b4"] > 0
     assert measure.Proxy(bundle, sentences).cosine(bundle) == pytest.approx(1.0, abs=1e-5)
 
 
@@ -320,7 +320,7 @@ class ScriptedEvaluator:
 def _ctx(tmp_path: Path, bundle: Path, evaluator, input_eval: dict) -> StageContext:
     work = tmp_path / "work"
     work.mkdir(parents=True)
-    return StageContext(recipe=None, index=0, teacher=Path("."), input=Artifact("onnx", bundle, "k"), work_dir=work,
+    return StageContext(index=0, teacher=Path("."), input=Artifact("onnx", bundle, "k"), work_dir=work,
                         device="cpu", input_evaluation=input_eval, _evaluator=lambda: evaluator)
 
 
@@ -421,7 +421,7 @@ def test_inc_backend_survives_exit_and_returns_the_best_trial(tmp_path: Path, bu
     search = IncSearch(bundle, tmp_path / "s", presets.avx2(), calibration_sentences=make_sentences(8),
                        budget=budget, evaluate=lambda b: {"sts_spearman": next(scores)},
                        proxy=measure.Proxy(bundle, make_sentences(6)),
-                       latency_fn=lambda b: {"latency_ms_b1": 1.0}, python=_fake_inc_python(tmp_path),
+                       latency_fn=lambda b: {"latency_ms_p50": 1.0}, python=_fake_inc_python(tmp_path),
                        config=SearchConfig(max_evaluations=4))
     result = search.run()
     assert search.inc_status["status"] == "exit"  # exit() ended the worker's autotune, not this process
@@ -431,7 +431,7 @@ def test_inc_backend_survives_exit_and_returns_the_best_trial(tmp_path: Path, bu
     assert names == ["dynamic_quant", "static_quant", "static_quant", "static_quant"]
     record = result.trials[1].record()
     assert record["backend"] == "inc" and record["setting"].startswith("INC static_quant: static percentile")
-    assert {"proxy_cosine", "latency_ms_b1", "size_mb", "sts_spearman", "relative_drop"} <= set(record)
+    assert {"proxy_cosine", "latency_ms_p50", "size_mb", "sts_spearman", "relative_drop"} <= set(record)
 
 
 def test_inc_trial_labels_tell_its_tuning_axes_apart(tmp_path: Path) -> None:
@@ -456,7 +456,7 @@ def test_inc_worker_failing_before_any_trial_is_an_error_with_its_log(tmp_path: 
                        budget=Budget({"sts_spearman": 80.0}, ["sts_spearman"], 0.01),
                        evaluate=lambda b: pytest.fail("nothing to evaluate"),
                        proxy=measure.Proxy(bundle, make_sentences(4)),
-                       latency_fn=lambda b: {"latency_ms_b1": 1.0}, python=_fake_inc_python(tmp_path, tuning))
+                       latency_fn=lambda b: {"latency_ms_p50": 1.0}, python=_fake_inc_python(tmp_path, tuning))
     with pytest.raises(IncError, match=r"failed before any trial: RuntimeError: unsupported model.*INC log line"):
         search.run()
 
@@ -470,7 +470,7 @@ def test_inc_worker_killed_mid_search_keeps_the_trials_so_far(tmp_path: Path, bu
     search = IncSearch(bundle, tmp_path / "s", presets.avx2(), calibration_sentences=make_sentences(4),
                        budget=Budget({"sts_spearman": 80.0}, ["sts_spearman"], 0.001),
                        evaluate=lambda b: {"sts_spearman": next(scores)},
-                       proxy=measure.Proxy(bundle, make_sentences(4)), latency_fn=lambda b: {"latency_ms_b1": 1.0},
+                       proxy=measure.Proxy(bundle, make_sentences(4)), latency_fn=lambda b: {"latency_ms_p50": 1.0},
                        python=_fake_inc_python(tmp_path, tuning), config=SearchConfig(max_evaluations=2))
     result = search.run()
     assert search.inc_status == {} and len(result.trials) == 2 and result.chosen.id == 0
@@ -486,7 +486,7 @@ def test_stage_with_the_inc_backend_saves_and_reports_like_onnxruntime(tmp_path:
     m = result.metrics
     assert m["backend"] == "inc" and m["within_budget"] and m["chosen_trial"] == 0 and m["evaluations"] == 1
     assert m["trials"][0]["inc_config"]["name"] == "dynamic_quant"
-    assert m["trials"][0]["latency_ms_b1"] > 0 and "search_latency_ms_b1" in m["trials"][0]  # timed side by side
+    assert m["trials"][0]["latency_ms_p50"] > 0 and "search_latency_ms_p50" in m["trials"][0]  # timed side by side
     config = json.loads((ctx.artifact_dir / quantize.CONFIG_FILE).read_text())
     assert config["backend"] == "inc" and config["method"] == "dynamic"
     assert config["measured"]["relative_drop"] == pytest.approx(0.00125)

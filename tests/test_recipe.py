@@ -76,3 +76,11 @@ def test_apply_override_creates_nested_sections() -> None:
     apply_override(data, "evaluation.sts=null")
     apply_override(data, "stages.0.student.init=foo")
     assert data == {"stages": [{"type": "distill", "student": {"init": "foo"}}], "evaluation": {"sts": None}}
+
+
+def test_a_shipped_recipe_loads_by_name_from_the_package() -> None:
+    from edgedistill.recipe import find_recipe
+
+    assert find_recipe("mpnet-to-tiny") == shipped_recipes_dir() / "mpnet-to-tiny.yaml"
+    assert shipped_recipes_dir().parent.name == "edgedistill"  # inside the package: it ships in the wheel
+    assert load_recipe("smoke").name == "smoke"

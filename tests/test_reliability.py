@@ -15,13 +15,13 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from edgedistill import assets, stages
+from edgedistill import archives, assets, stages
 from edgedistill.catalog import Catalog, CatalogEntry, PipSource
 from edgedistill.cli import main
 from edgedistill.errors import AssetError, StorageError
 from edgedistill.integrity import check_folder, check_model_folder, write_manifest
 from edgedistill.recipe import load_recipe
-from edgedistill.runner import Runner
+from edgedistill.pipeline import run_recipe
 from tests.conftest import tiny_recipe, write_recipe
 from tests.test_assets import copy_all, make_wheel, pip_args, sha
 
@@ -105,7 +105,7 @@ def test_damaged_stage_is_rebuilt_and_intact_ones_reused(tmp_path: Path, tiny_wo
                                                          monkeypatch: pytest.MonkeyPatch,
                                                          caplog: pytest.LogCaptureFixture) -> None:
     path = write_recipe(tmp_path / "r.yaml", _two_stage(tiny_world))
-    first = Runner(load_recipe(path), tmp_path / "runs").run()
+    first = run_recipe(load_recipe(path), tmp_path / "runs")
     for record in first:
         manifest = json.loads((record.dir / "files.json").read_text())["files"]
         assert "artifact/model.onnx" in manifest or "artifact/model.safetensors" in manifest
@@ -117,7 +117,7 @@ def test_damaged_stage_is_rebuilt_and_intact_ones_reused(tmp_path: Path, tiny_wo
     real_get = stages.get
     monkeypatch.setattr(stages, "get", lambda t: (ran.append(t), real_get(t))[1])
     with caplog.at_level(logging.WARNING, logger="edgedistill.runner"):
-        second = Runner(load_recipe(path), tmp_path / "runs").run()
+        second = run_recipe(load_recipe(path), tmp_path / "runs")
     assert ran == ["export"] and [r.reused for r in second] == [True, False]
     assert "01-export" in caplog.text and "truncated" in caplog.text
     assert onnx.stat().st_size == len(good) and check_folder(second[1].dir, full=True) == []
@@ -126,7 +126,7 @@ def test_damaged_stage_is_rebuilt_and_intact_ones_reused(tmp_path: Path, tiny_wo
     # A garbled record (metrics.json is not in the manifest: it is re-evaluated) is not taken as finished either.
     (second[1].dir / "metrics.json").write_text('{"stage": "exp')
     ran.clear()
-    Runner(load_recipe(path), tmp_path / "runs").run()
+    run_recipe(load_recipe(path), tmp_path / "runs")
     assert ran == ["export"]
 
 
@@ -163,7 +163,7 @@ def test_storage_faults_mid_stage_are_clear_and_keep_earlier_stages(
         assert not list(runs.glob("tiny/.tmp-01-export-*"))  # the partial attempt gave its space back
         assert not list(runs.glob("tiny/01-export-*"))
     fault.clear()  # space freed: the same command resumes
-    records = Runner(load_recipe(path), runs).run()
+    records = run_recipe(load_recipe(path), runs)
     assert [r.reused for r in records] == [True, False]
 
 
@@ -182,7 +182,7 @@ def test_read_only_runs_dir(tmp_path: Path, tiny_world: dict, monkeypatch: pytes
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert "read-only" in result.output and str(tmp_path / "ro") in result.output
     with pytest.raises(StorageError):
-        Runner(load_recipe(path), tmp_path / "ro").run()
+        run_recipe(load_recipe(path), tmp_path / "ro")
 
 
 def test_unreachable_hub_is_a_clear_error(tmp_path: Path, tiny_world: dict, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -280,14 +280,14 @@ def _zip(path: Path, names: list[str]) -> Path:
 def test_zip_and_tar_members_escaping_the_target_are_refused(tmp_path: Path, name: str) -> None:
     dest = tmp_path / "out" / "deep"
     with pytest.raises(AssetError, match="unsafe member path"):
-        assets.extract_zip(_zip(tmp_path / "a.whl", ["ok.txt", name]), dest)
+        archives.extract_zip(_zip(tmp_path / "a.whl", ["ok.txt", name]), dest)
     tar = tmp_path / "a.tar.gz"
     with tarfile.open(tar, "w:gz") as tf:
         info = tarfile.TarInfo(name)
         info.size = 4
         tf.addfile(info, io.BytesIO(b"data"))
     with pytest.raises(AssetError, match="unsafe member path"):
-        assets.extract_tar(tar, dest)
+        archives.extract_tar(tar, dest)
     assert not list(tmp_path.rglob("evil.txt"))
 
 
@@ -298,13 +298,13 @@ def test_archive_links_are_not_extracted(tmp_path: Path) -> None:
             info = tarfile.TarInfo(f"link{kind.decode()}")
             info.type, info.linkname = kind, target
             tf.addfile(info)
-    assets.extract_tar(tar, tmp_path / "t")
+    archives.extract_tar(tar, tmp_path / "t")
     archive = tmp_path / "a.zip"
     with zipfile.ZipFile(archive, "w") as zf:
         info = zipfile.ZipInfo("link")
         info.external_attr = (0o120777 << 16)
         zf.writestr(info, "/etc/passwd")
-    assets.extract_zip(archive, tmp_path / "z")
+    archives.extract_zip(archive, tmp_path / "z")
     assert list((tmp_path / "t").iterdir()) == [] and list((tmp_path / "z").iterdir()) == []
 
 
@@ -335,13 +335,13 @@ def test_hub_downloads_are_checked_against_the_served_hashes(tmp_path: Path, mon
 def test_damaged_training_checkpoint_is_discarded(tmp_path: Path, tiny_world: dict,
                                                   caplog: pytest.LogCaptureFixture) -> None:
     """A truncated or planted latest.pt is not unpickled as arbitrary objects: training starts over."""
-    from edgedistill.training import train
+    from edgedistill.tasks.embedding.training import train
     from tests.test_training import _job
 
     job = _job(tmp_path, tiny_world, checkpoint_steps=2)
     Path(job.checkpoint_dir).mkdir(parents=True)
     (Path(job.checkpoint_dir) / "latest.pt").write_bytes(b"PK\x03\x04 truncated")
-    with caplog.at_level(logging.WARNING, logger="edgedistill.training"):
+    with caplog.at_level(logging.WARNING, logger="edgedistill.tasks.embedding.training"):
         stats = train(job)
     assert "discarding the unreadable checkpoint" in caplog.text
     assert stats["train_steps"] == 4
@@ -349,14 +349,14 @@ def test_damaged_training_checkpoint_is_discarded(tmp_path: Path, tiny_world: di
 
 def test_truncated_label_cache_is_computed_again(tmp_path: Path, tiny_world: dict, isolated_cache: Path,
                                                  caplog: pytest.LogCaptureFixture) -> None:
-    from edgedistill.labelling import teacher_labels
+    from edgedistill.tasks.embedding.labelling import teacher_labels
     from tests.tiny import make_sentences
 
     sentences = make_sentences(20, seed=3)
     first, _ = teacher_labels(tiny_world["teacher"], sentences, 8, "cpu")
     (cached,) = (isolated_cache / "labels").glob("*.npy")
     cached.write_bytes(cached.read_bytes()[:100])
-    with caplog.at_level(logging.WARNING, logger="edgedistill.labelling"):
+    with caplog.at_level(logging.WARNING, logger="edgedistill.tasks.embedding.labelling"):
         again, _ = teacher_labels(tiny_world["teacher"], sentences, 8, "cpu")
     assert "damaged" in caplog.text
     assert abs(again - first).max() < 1e-6 and cached.stat().st_size > 1000

@@ -13,8 +13,8 @@ from click.testing import CliRunner
 
 from edgedistill.cli import main
 from edgedistill.recipe import load_recipe
-from edgedistill.report import QUALITY, compare, merge, regenerate
-from edgedistill.runner import Runner
+from edgedistill.report import compare, merge, quality_columns, regenerate
+from edgedistill.pipeline import run_recipe
 from tests.conftest import tiny_recipe, write_recipe
 
 PROFILE = {"type": "profile", "sentences": 10, "warmup": 2, "repeats": 2, "threads": [0, 1], "batch_sizes": [1, 4],
@@ -29,7 +29,7 @@ def tiny_run(tiny_world: dict, tmp_path_factory: pytest.TempPathFactory) -> Path
     recipe["stages"][3] = PROFILE
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("EDGEDISTILL_CACHE", str(root / "cache"))
-        Runner(load_recipe(write_recipe(root / "r.yaml", recipe)), root / "runs").run()
+        run_recipe(load_recipe(write_recipe(root / "r.yaml", recipe)), root / "runs")
     return root / "runs" / "tiny"
 
 
@@ -40,7 +40,7 @@ def test_report_has_every_metric_with_retention_and_side_by_side_speed(tiny_run:
     teacher = report["teacher"]
     for stage in ("distill", "export", "quantize"):
         row = rows[stage]
-        for key, _, _ in QUALITY:
+        for key in [c["key"] for c in quality_columns()]:
             assert row[key] is not None, (stage, key)
             reference = teacher.get(key) or teacher["retrieval_ndcg10"]
             assert row["retention"][key] == pytest.approx(100 * row[key] / reference)
@@ -73,7 +73,7 @@ def test_html_is_self_contained(tiny_run: Path) -> None:
     points = data["series"][0]["points"]
     assert [p["short"] for p in points] == ["teacher", "student fp32", "ONNX fp32", "INT8"]
     assert all(p["x"] > 0 for p in points)
-    assert [m["key"] for m in data["metrics"]] == [k for k, _, _ in QUALITY]
+    assert [m["key"] for m in data["metrics"]] == [c["key"] for c in quality_columns()]
 
 
 def test_regenerate_rebuilds_the_same_report(tiny_run: Path) -> None:

@@ -9,6 +9,7 @@ import pytest
 
 from edgedistill import stages
 from edgedistill.recipe import load_recipe
+from edgedistill.pipeline import run_recipe
 from edgedistill.runner import Runner
 from tests.conftest import tiny_recipe, write_recipe
 
@@ -19,7 +20,8 @@ def _runner(tmp_path: Path, world: dict, **changes: object) -> Runner:
 
 
 def test_full_chain_writes_stage_folders_and_report(tmp_path: Path, tiny_world: dict) -> None:
-    records = _runner(tmp_path, tiny_world).run()
+    runner = _runner(tmp_path, tiny_world)
+    records = run_recipe(runner.recipe, tmp_path / "runs")
     run_dir = tmp_path / "runs" / "tiny"
     assert [r.type for r in records] == ["distill", "export", "quantize", "profile"]
     for i, r in enumerate(records):

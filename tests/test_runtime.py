@@ -17,9 +17,9 @@ from packaging.requirements import Requirement
 
 import edgedistill
 from edgedistill.cli import main
-from edgedistill.evaluate import EvalSet
+from edgedistill.tasks.embedding.evaluate import EvalSet
 from edgedistill.recipe import ExportStage
-from edgedistill.runner import Artifact, StageContext
+from edgedistill.contract import Artifact, StageContext
 from edgedistill.runtime import BundleError, OnnxEncoder, load
 from edgedistill.stages import export
 from tests.tiny import build_st_model, make_sentences
@@ -42,7 +42,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarray
     model = build_st_model(root / "st", family="bert", hidden=16, layers=2, dense_out=12)
     work = root / "work"
     work.mkdir()
-    ctx = StageContext(recipe=None, index=1, teacher=Path("."), input=Artifact("sentence-transformer", model, "k"),
+    ctx = StageContext(index=1, teacher=Path("."), input=Artifact("sentence-transformer", model, "k"),
                        work_dir=work, device="cpu", input_evaluation={}, _evaluator=lambda: _Sentences())
     export.run(ExportStage(type="export", exporter="torchscript", optimize="never"), ctx)
     reference = SentenceTransformer(str(model), device="cpu").encode(TEXTS, normalize_embeddings=True)

@@ -28,8 +28,8 @@ def real_cache(monkeypatch: pytest.MonkeyPatch) -> None:
 ])
 def test_catalog_models_score_their_published_sts(model: str, expected: float) -> None:
     from edgedistill.data import load_sts
-    from edgedistill.encoders import load_encoder
-    from edgedistill.evaluate import sts_spearman
+    from edgedistill.tasks.embedding.encoders import load_encoder
+    from edgedistill.tasks.embedding.evaluate import sts_spearman
     from edgedistill.assets import resolve
 
     score = sts_spearman(load_encoder("teacher", resolve(model)), load_sts("stsb", "test"), 64)
@@ -38,10 +38,10 @@ def test_catalog_models_score_their_published_sts(model: str, expected: float) -
 
 def test_smoke_recipe_end_to_end(tmp_path: Path) -> None:
     from edgedistill.recipe import load_recipe
-    from edgedistill.runner import Runner
+    from edgedistill.pipeline import run_recipe
 
     recipe = load_recipe(shipped_recipes_dir() / "smoke.yaml")
-    records = Runner(recipe, tmp_path).run()
+    records = run_recipe(recipe, tmp_path)
     report = json.loads((tmp_path / "smoke" / "report.json").read_text())
     rows = {row["stage"]: row for row in report["rows"]}
     assert rows["teacher"]["sts_spearman"] == pytest.approx(83.42, abs=0.05)

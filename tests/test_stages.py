@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 
 from edgedistill.errors import RecipeError
-from edgedistill.evaluate import EvalSet
+from edgedistill.tasks.embedding.evaluate import EvalSet
 from edgedistill.recipe import ExportStage, ProfileStage, StudentConfig
-from edgedistill.runner import Artifact, StageContext
-from edgedistill.stages import distill, export, profile
+from edgedistill.contract import Artifact, StageContext
+from edgedistill.stages import export, profile
+from edgedistill.tasks.embedding import distill
 from tests.tiny import build_st_model, make_sentences
 
 
@@ -29,7 +30,7 @@ class FakeEvaluator:
 def _ctx(tmp_path: Path, input_: Artifact, evaluator, input_eval: dict | None = None) -> StageContext:
     work = tmp_path / "work"
     work.mkdir(parents=True)
-    return StageContext(recipe=None, index=0, teacher=Path("."), input=input_, work_dir=work, device="cpu",
+    return StageContext(index=0, teacher=Path("."), input=input_, work_dir=work, device="cpu",
                         input_evaluation=input_eval or {}, _evaluator=lambda: evaluator)
 
 
@@ -85,7 +86,7 @@ def test_build_student_keeps_layers_and_projects(tmp_path: Path) -> None:
 def test_teacher_labels_are_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     teacher = build_st_model(tmp_path / "t", family="mpnet", hidden=16, layers=1)
     sentences = make_sentences(10)
-    from edgedistill.labelling import teacher_labels
+    from edgedistill.tasks.embedding.labelling import teacher_labels
 
     first, none = teacher_labels(teacher, sentences, 4, "cpu")
     assert first.shape == (10, 16) and none is None

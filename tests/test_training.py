@@ -11,14 +11,14 @@ import pytest
 import torch
 
 from edgedistill.recipe import DistillStage, LossSpec, StudentConfig
-from edgedistill.stages.distill import build_student, trim_vocabulary
-from edgedistill.training import TrainJob, train
+from edgedistill.tasks.embedding.distill import build_student, trim_vocabulary
+from edgedistill.tasks.embedding.training import TrainJob, train
 from tests.tiny import build_st_model, make_sentences, write_snli
 
 
 def _job(tmp_path: Path, world: dict, *, losses=None, dev=False, **changes) -> TrainJob:
     """A training job over a 32-d tiny teacher's labels for a 16-d student projected to 32-d."""
-    from edgedistill.labelling import teacher_labels
+    from edgedistill.tasks.embedding.labelling import teacher_labels
 
     hidden_layers = sorted({t for spec in (losses or []) if spec.type == "hidden" for t in spec.layer_map.values()})
     sentences = make_sentences(64, seed=11)
@@ -135,7 +135,7 @@ def test_ddp_two_processes_match_single_process(tmp_path: Path) -> None:
     job_file = tmp_path / "ddp" / "job.json"
     ddp.save(job_file)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "edgedistill.training", str(job_file)]
+           "-m", "edgedistill.tasks.embedding.training", str(job_file)]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert '"processes": 2' in (Path(ddp.output_dir) / "train_stats.json").read_text()
@@ -166,7 +166,7 @@ def test_trim_vocabulary_keeps_tokenisation(tmp_path: Path) -> None:
 
 
 def test_triplets_from_snli(tmp_path: Path) -> None:
-    from edgedistill.stages.distill import load_triplets
+    from edgedistill.tasks.embedding.distill import load_triplets
 
     folder = write_snli(tmp_path / "snli")
     triplets = load_triplets(str(folder), 10, seed=0, exclude=set())

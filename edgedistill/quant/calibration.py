@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
 from edgedistill.data import load_sentences, sample
+from edgedistill.manifest import read_manifest
 
 
 def split_sentences(spec: str | list[str], calibration: int, proxy: int, seed: int) -> tuple[list[str], list[str]]:
@@ -21,7 +21,7 @@ def bundle_tokenizer(bundle: Path):
     """The bundle's tokenizer.json set up exactly as runtime.OnnxEncoder sets it up."""
     from tokenizers import Tokenizer
 
-    manifest = json.loads((Path(bundle) / "manifest.json").read_text())
+    manifest = read_manifest(bundle)
     tokenizer = Tokenizer.from_file(str(Path(bundle) / "tokenizer.json"))
     tokenizer.enable_truncation(max_length=int(manifest["max_seq_length"]))
     tokenizer.enable_padding(pad_id=int(manifest["pad_token_id"]), pad_token=manifest["pad_token"])

@@ -32,12 +32,6 @@ class QuantNode:
         """A readable label: 'layer 2 output.dense'."""
         return f"layer {self.layer} {self.role}" if self.layer is not None else self.role
 
-    @property
-    def weight_mb(self) -> float:
-        n = 1
-        for d in self.shape:
-            n *= d
-        return 4 * n / 1e6
 
 
 def _scope(node) -> str | None:

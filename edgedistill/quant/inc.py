@@ -60,7 +60,7 @@ def requirements() -> list[str]:
 
 def venv_dir(reqs: list[str]) -> Path:
     from edgedistill.assets import cache_dir
-    from edgedistill.runner import content_key
+    from edgedistill.contract import content_key
 
     return cache_dir() / "inc-venv" / content_key(sorted(reqs), sys.version_info[:2])
 
@@ -136,7 +136,7 @@ class IncSearch(Search):
     def _score(self, model: Path, config: dict, seconds: float) -> float:
         """Measure and evaluate one INC model; INC's score is 1 - worst relative drop (fp32 = 1.0)."""
         from edgedistill.quant.ort import quantize_embedding
-        from edgedistill.runner import artifact_size_mb
+        from edgedistill.contract import artifact_size_mb
 
         t0 = time.perf_counter()
         settings = settings_from_inc(config, self.candidates[0])

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edgedistill.timing import batch1_latency
+
 
 class Proxy:
     """Mean cosine between a candidate's embeddings and the fp32 model's on a few hundred in-domain sentences.
@@ -37,21 +39,13 @@ def latency(bundle: Path, sentences: list[str], repeats: int = 3, batch_size: in
     from edgedistill.runtime import OnnxEncoder
 
     encoder = OnnxEncoder(bundle, threads=threads)
-    for s in sentences[:warmup]:
-        encoder.encode([s], batch_size=1)
-    times = []
-    for _ in range(repeats):
-        for s in sentences:
-            t0 = time.perf_counter()
-            encoder.encode([s], batch_size=1)
-            times.append(time.perf_counter() - t0)
+    batch1 = batch1_latency(lambda s: encoder.encode([s], batch_size=1), sentences, warmup=warmup, repeats=repeats)
     batched = []
     for _ in range(repeats):
         t0 = time.perf_counter()
         encoder.encode(sentences, batch_size=batch_size)
         batched.append((time.perf_counter() - t0) / len(sentences))
-    return {"latency_ms_b1": 1000 * float(np.median(times)),
-            "latency_ms_b1_p90": 1000 * float(np.percentile(times, 90)),
+    return {**batch1,
             f"latency_ms_per_sentence_b{batch_size}": 1000 * float(min(batched))}
 
 
@@ -93,6 +87,6 @@ def interleaved_latency(bundles: dict[str, Path], sentences: list[str], rounds: 
             t0 = time.perf_counter()
             encoders[name].encode(sentences, batch_size=batch_size)
             batched[name].append((time.perf_counter() - t0) / len(sentences))
-    return {n: {"latency_ms_b1": 1000 * float(np.median(times[n])),
-                "latency_ms_b1_p90": 1000 * float(np.percentile(times[n], 90)),
+    return {n: {"latency_ms_p50": 1000 * float(np.median(times[n])),
+                "latency_ms_p90": 1000 * float(np.percentile(times[n], 90)),
                 f"latency_ms_per_sentence_b{batch_size}": 1000 * float(min(batched[n]))} for n in names}

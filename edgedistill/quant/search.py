@@ -29,7 +29,12 @@ from edgedistill.quant.presets import QuantSettings
 
 log = logging.getLogger(__name__)
 
-B1 = "latency_ms_b1"
+B1 = "latency_ms_p50"
+
+
+def relative_drop(reference: float, value: float) -> float:
+    """Fractional loss of a higher-is-better metric (0.01 = lost 1%)."""
+    return (reference - value) / abs(reference) if reference else 0.0
 
 
 @dataclass
@@ -43,7 +48,7 @@ class Budget:
 
     def check(self, quality: dict[str, float], size_mb: float) -> tuple[dict[str, float], float, bool]:
         """(drop per metric, worst drop, within budget). Metrics missing on either side are skipped."""
-        drops = {m: (self.reference[m] - quality[m]) / abs(self.reference[m])
+        drops = {m: relative_drop(self.reference[m], quality[m])
                  for m in self.metrics if self.reference.get(m) and m in quality}
         worst = max(drops.values(), default=0.0)
         ok = worst <= self.max_drop + 1e-12 and (self.max_size_mb is None or size_mb <= self.max_size_mb)
@@ -182,7 +187,7 @@ class Search:
         return folder
 
     def trial(self, settings: QuantSettings, groups: list[tuple[str, list[str]]]) -> Trial:
-        from edgedistill.runner import artifact_size_mb
+        from edgedistill.contract import artifact_size_mb
 
         t0 = time.perf_counter()
         excluded = sorted({n for _, names in groups for n in names})
@@ -285,13 +290,13 @@ class Search:
     def retime(self, fp32_latency: dict[str, float]) -> dict[str, float]:
         """Time the fp32 input and every trial within budget again, side by side, so the choice of the
         fastest does not hang on when each trial happened to be timed. The search-time figures are kept
-        as ``search_latency_ms_b1``."""
+        as ``search_latency_ms_p50``."""
         eligible = self._eligible()
         if self.final_timing is None or not eligible:
             return fp32_latency
         timed = self.final_timing({"fp32": self.source, **{f"trial-{t.id}": t.bundle for t in eligible}})
         for t in eligible:
-            t.latency = {**timed[f"trial-{t.id}"], "search_latency_ms_b1": t.latency.get(B1)}
+            t.latency = {**timed[f"trial-{t.id}"], "search_latency_ms_p50": t.latency.get(B1)}
         return timed["fp32"]
 
     def _ladder(self, settings: QuantSettings, groups: list[tuple[str, list[str], float]]) -> None:

@@ -13,15 +13,16 @@ from pathlib import Path
 from typing import Any
 
 from edgedistill.errors import EdgedistillError
-from edgedistill.recipe import ProfileStage
-from edgedistill.runner import StageContext, StageResult
+from edgedistill.contract import StageContext, StageResult
+from edgedistill.stages.configs import ProfileStage
+from edgedistill.tasks import get_task
 
 log = logging.getLogger(__name__)
 
 
-def pick_sentences(data: Any, n: int) -> list[str]:
-    """The first ``n`` held-out sentences of the evaluation set (never trained on), else its latency sample."""
-    pool = list(data.heldout or data.latency_sentences or (data.sts.first if data.sts else []))
+def pick_sentences(task: Any, data: Any, n: int) -> list[str]:
+    """The first ``n`` held-out inputs of the task's evaluation set (never trained on)."""
+    pool = task.sample_texts(data)
     if not pool:
         raise EdgedistillError("profile: the evaluation set has no sentences to time; set evaluation.heldout "
                                "(e.g. snli-heldout) or evaluation.sts in the recipe")
@@ -48,7 +49,7 @@ def run(cfg: ProfileStage, ctx: StageContext) -> StageResult:
         upstream_chain,
     )
 
-    sentences = pick_sentences(ctx.evaluator.data, cfg.sentences)
+    sentences = pick_sentences(ctx.task or get_task(), ctx.evaluator.data, cfg.sentences)
     settings = bench_settings(cfg)
     chain = upstream_chain(ctx.input.path, ctx.input.kind)
     item = chain[-1]

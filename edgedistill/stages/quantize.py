@@ -6,7 +6,6 @@ Compressor); this module wires it to the run: data, evaluator, budget, gate, art
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -16,8 +15,9 @@ from typing import Any
 
 from edgedistill.errors import GateError
 from edgedistill.integrity import write_json_atomic
-from edgedistill.recipe import QuantizeStage
-from edgedistill.runner import StageContext, StageResult
+from edgedistill.contract import ONNX, StageContext, StageResult
+from edgedistill.stages.configs import QuantizeStage
+from edgedistill.tasks import get_task
 
 log = logging.getLogger(__name__)
 
@@ -35,13 +35,13 @@ def candidate_settings(cfg: QuantizeStage) -> list:
 
 
 def search_sentences(cfg: QuantizeStage, ctx: StageContext) -> tuple[list[str], list[str]]:
-    """Calibration and proxy sentences: disjoint samples of the recipe's training data (in-domain). Without a
-    recipe (unit tests) the evaluator's held-out sentences stand in."""
+    """Calibration and proxy sentences: disjoint samples of the recipe's training data (in-domain). Without
+    training data (unit tests) the evaluator's held-out sentences stand in."""
     from edgedistill.quant.calibration import split_sentences
 
-    if ctx.recipe is not None:
-        return split_sentences(ctx.recipe.data.train, cfg.calibration_sentences, cfg.search.proxy_sentences,
-                               ctx.recipe.data.seed)
+    if ctx.inputs.train is not None:
+        return split_sentences(ctx.inputs.train, cfg.calibration_sentences, cfg.search.proxy_sentences,
+                               ctx.inputs.seed)
     pool = list(ctx.evaluator.data.heldout or ctx.evaluator.data.latency_sentences)
     return pool[: max(1, len(pool) // 2)], pool[len(pool) // 2:] or pool
 
@@ -49,8 +49,6 @@ def search_sentences(cfg: QuantizeStage, ctx: StageContext) -> tuple[list[str], 
 def run(cfg: QuantizeStage, ctx: StageContext) -> StageResult:
     from edgedistill.quant import calibration, measure
     from edgedistill.quant.search import Budget, Search, SearchConfig, cleanup
-    from edgedistill.runtime import OnnxEncoder
-
     source = ctx.input.path
     candidates = candidate_settings(cfg)
     calib, proxy_sentences = search_sentences(cfg, ctx)
@@ -59,15 +57,16 @@ def run(cfg: QuantizeStage, ctx: StageContext) -> StageResult:
     if not measured:
         log.warning("quantize: none of the budget metrics %s was measured on the fp32 input; the search keeps "
                     "the fastest trial without a quality check", cfg.budget_metrics)
-    threads = ctx.recipe.threads if ctx.recipe is not None else 0
-    proxy = measure.Proxy(source, proxy_sentences, threads=threads)
+    task = ctx.task or get_task()
+    threads = ctx.inputs.threads
+    proxy = task.quality_proxy(source, proxy_sentences, threads=threads)
     timing = proxy_sentences[: cfg.search.latency_sentences]
     latency_fn = partial(measure.latency, sentences=timing, repeats=cfg.search.latency_repeats, threads=threads)
     final_timing = partial(measure.interleaved_latency, sentences=timing, rounds=cfg.search.latency_repeats,
                            threads=threads)
 
     def evaluate(bundle: Path) -> dict[str, float]:
-        return ctx.evaluator.quality(OnnxEncoder(bundle))
+        return ctx.evaluator.quality(task.load(ONNX, bundle))
 
     work = ctx.work_dir / "search"
     search_cfg = SearchConfig(granularity=cfg.search.sensitivity, max_evaluations=cfg.search.max_evaluations)
@@ -109,8 +108,8 @@ def run(cfg: QuantizeStage, ctx: StageContext) -> StageResult:
             raise GateError(message)
         log.warning(message)
     log.info("quantize: chose trial %d (%s): batch-1 %.3f ms vs fp32 %.3f ms, %.1f MB", chosen.id, chosen.label,
-             chosen.latency.get("latency_ms_b1", float("nan")),
-             result.fp32_latency.get("latency_ms_b1", float("nan")), chosen.size_mb)
+             chosen.latency.get("latency_ms_p50", float("nan")),
+             result.fp32_latency.get("latency_ms_p50", float("nan")), chosen.size_mb)
     os.replace(chosen.bundle, ctx.artifact_dir)
     cleanup(result, keep=None)
     shutil.rmtree(work, ignore_errors=True)
@@ -120,7 +119,7 @@ def run(cfg: QuantizeStage, ctx: StageContext) -> StageResult:
 
 def write_config(bundle: Path, cfg: QuantizeStage, chosen, measured: list[str]) -> dict[str, Any]:
     """Save the resolved configuration beside the model and record it in the manifest."""
-    from edgedistill.stages.export import update_manifest_hashes
+    from edgedistill.manifest import read_manifest, write_manifest
 
     config = {
         "backend": chosen.backend, "target": cfg.target, **chosen.settings.model_dump(mode="json"),
@@ -130,11 +129,11 @@ def write_config(bundle: Path, cfg: QuantizeStage, chosen, measured: list[str]) 
                      **chosen.latency, "size_mb": chosen.size_mb},
     }
     write_json_atomic(bundle / CONFIG_FILE, config)
-    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest = read_manifest(bundle)
     manifest["quantization"] = {k: config[k] for k in ("backend", "target", "method", "activation_type",
                                                          "weight_type", "per_channel", "reduce_range", "embedding")}
     manifest["quantization"]["config"] = CONFIG_FILE
-    update_manifest_hashes(bundle, manifest)
+    write_manifest(bundle, manifest)
     return config
 
 
@@ -152,23 +151,24 @@ def report_section(metrics: dict) -> str:
     intro = (f"Backend {metrics.get('backend', 'onnxruntime')}, target {metrics.get('target', 'portable')}; budget: "
              f"at most {100 * budget.get('max_drop', 0):.1f}% relative drop of "
              f"{', '.join(budget.get('metrics', [])) or 'nothing measured'} vs fp32{cap}. fp32 input: batch-1 "
-             f"{_f(fp32.get('latency_ms_b1'), '.3f')} ms, {_f(fp32.get(b), '.3f')} ms/sentence batched.")
+             f"{_f(fp32.get('latency_ms_p50'), '.3f')} ms, {_f(fp32.get(b), '.3f')} ms/sentence batched.")
     inc = metrics.get("inc_status")
     if inc:
         intro += (f" INC's autotune ended: {inc.get('status', 'no report')}"
                   + (f" ({inc['message']})" if inc.get("message") else "")
                   + "; the trial kept is chosen here from every trial INC proposed, not INC's last.")
-    header = (f"| trial | setting | fp32 groups | proxy cos | STS-b | retrieval | worst drop % | batch-1 ms "
-              f"| {b.rsplit('_', 1)[-1]} ms/sent | size MB | |")
-    lines = [intro, "", header, "|---|---|---|---|---|---|---|---|---|---|---|"]
+    quality = list(budget.get("metrics") or [])  # the task's metrics held to the budget
+    header = (f"| trial | setting | fp32 groups | proxy | {' | '.join(quality)}{' | ' if quality else ''}worst drop % "
+              f"| batch-1 ms | {b.rsplit('_', 1)[-1]} ms/sent | size MB | |")
+    lines = [intro, "", header, "|" + "---|" * (9 + len(quality))]
     for t in trials:
         mark = "**chosen**" if t["trial"] == metrics.get("chosen_trial") else t.get("note", "")
         drop = 100 * t["relative_drop"] if t.get("relative_drop") is not None else None
         lines.append(
             f"| {t['trial']} | {t['setting']} | {len(t.get('excluded_groups', []))} | {_f(t.get('proxy_cosine'), '.4f')} "
-            f"| {_f(t.get('sts_spearman'), '.2f')} | {_f(t.get('retrieval_ndcg10'), '.2f')} | {_f(drop, '.2f')} "
-            f"| {_f(t.get('latency_ms_b1'), '.3f')} | {_f(t.get(b), '.3f')} | {_f(t.get('size_mb'), '.1f')} | {mark} |")
+            + "".join(f"| {_f(t.get(m), '.2f')} " for m in quality) + f"| {_f(drop, '.2f')} "
+            f"| {_f(t.get('latency_ms_p50'), '.3f')} | {_f(t.get(b), '.3f')} | {_f(t.get('size_mb'), '.1f')} | {mark} |")
     for label, groups in (metrics.get("sensitivity") or {}).items():
         top = ", ".join(f"{g['group']} ({g['proxy_error']:.1e})" for g in groups[:5])
-        lines += ["", f"Most sensitive ({label}; 1 - cosine to fp32 when quantized alone): {top}."]
+        lines += ["", f"Most sensitive ({label}; 1 - proxy agreement with fp32 when quantized alone): {top}."]
     return "\n".join(lines)

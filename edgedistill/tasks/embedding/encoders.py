@@ -7,7 +7,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from edgedistill.recipe import ONNX, SENTENCE_TRANSFORMER
+from edgedistill.contract import ONNX, TORCH as SENTENCE_TRANSFORMER
 from edgedistill.runtime import OnnxEncoder, normalise
 
 

@@ -5,7 +5,7 @@ collator and samplers don't give: several label tensors per sentence (embeddings
 an online teacher for attention maps, learned loss projections in the optimiser, and a global batch order
 that is identical with 1 or N processes, so a DDP run reproduces the single-process run.
 
-Run as ``torchrun --nproc_per_node N -m edgedistill.training JOB.json`` for data parallelism.
+Run as ``torchrun --nproc_per_node N -m edgedistill.tasks.embedding.training JOB.json`` for data parallelism.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from edgedistill.losses import Batch, build_loss
+from edgedistill.tasks.embedding.losses import Batch, build_loss
 
 log = logging.getLogger(__name__)
 
@@ -115,8 +115,8 @@ def _dist() -> tuple[int, int]:
 
 def sts_dev_spearman(student: torch.nn.Module, sts: dict[str, list]) -> float:
     from edgedistill.data import StsPairs
-    from edgedistill.encoders import TorchEncoder
-    from edgedistill.evaluate import sts_spearman
+    from edgedistill.tasks.embedding.encoders import TorchEncoder
+    from edgedistill.tasks.embedding.evaluate import sts_spearman
 
     was_training = student.training
     student.eval()

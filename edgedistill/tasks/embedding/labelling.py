@@ -1,6 +1,6 @@
 """Teacher labels: embeddings (and mean-pooled hidden states of chosen layers), computed once and cached.
 
-Labelling can be spread over several processes (``torchrun -m edgedistill.labelling JOB.json``): each rank
+Labelling can be spread over several processes (``torchrun -m edgedistill.tasks.embedding.labelling JOB.json``): each rank
 encodes every world-th sentence and the parent merges the shards in order.
 """
 
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgedistill.assets import cache_dir
+from edgedistill.assets import cache_dir, source_fingerprint
 from edgedistill.data import fingerprint
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ def encode(teacher: Path, sentences: list[str], batch_size: int, device: str,
         return emb.astype(np.float32), None
     from tqdm.auto import tqdm
 
-    from edgedistill.training import mean_pool, to_device
+    from edgedistill.tasks.embedding.training import mean_pool, to_device
 
     order = np.argsort([-len(s) for s in sentences], kind="stable")
     emb = np.zeros((len(sentences), model.get_embedding_dimension()), dtype=np.float32)
@@ -62,10 +62,11 @@ def teacher_labels(teacher: Path, sentences: list[str], batch_size: int, device:
                    hidden_layers: list[int] | tuple[int, ...] = (),
                    processes: int = 1) -> tuple[np.ndarray, np.ndarray | None]:
     """Cached teacher embeddings (and hidden states) of ``sentences`` under a content key."""
-    from edgedistill.runner import content_key
+    from edgedistill.contract import content_key
 
     hidden_layers = sorted(hidden_layers)
-    key = content_key("labels", str(teacher), fingerprint(sentences), *([hidden_layers] if hidden_layers else []))
+    key = content_key("labels", source_fingerprint(teacher), fingerprint(sentences),
+                      *([hidden_layers] if hidden_layers else []))
     folder = cache_dir() / "labels"
     path, hidden_path = folder / f"{key}.npy", folder / f"{key}.hidden.npy"
     if path.is_file() and (not hidden_layers or hidden_path.is_file()):
@@ -107,7 +108,7 @@ def _encode_parallel(teacher: Path, sentences: list[str], batch_size: int, devic
         job.write_text(json.dumps({"teacher": str(teacher), "dir": tmp, "batch_size": batch_size,
                                    "device": device, "hidden_layers": hidden_layers}))
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
-               "-m", "edgedistill.labelling", str(job)]
+               "-m", "edgedistill.tasks.embedding.labelling", str(job)]
         subprocess.run(cmd, check=True)
         parts = [np.load(Path(tmp) / f"emb.{r}.npy") for r in range(processes)]
         emb = np.zeros((len(sentences), parts[0].shape[1]), np.float32)

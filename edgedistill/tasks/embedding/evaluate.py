@@ -10,7 +10,8 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from edgedistill.data import RetrievalSet, StsPairs
-from edgedistill.encoders import Encoder
+from edgedistill.tasks.embedding.encoders import Encoder
+from edgedistill.timing import batch1_latency
 
 log = logging.getLogger(__name__)
 
@@ -61,15 +62,8 @@ def ndcg_at_10(query_emb: np.ndarray, corpus_emb: np.ndarray, relevant: list[set
 
 
 def batch1_latency_ms(encoder: Encoder, sentences: list[str], warmup: int = 5) -> dict[str, float]:
-    """Text-in, embedding-out latency at batch size 1 (tokenisation included)."""
-    for s in sentences[:warmup]:
-        encoder.encode([s], batch_size=1)
-    times = []
-    for s in sentences:
-        t0 = time.perf_counter()
-        encoder.encode([s], batch_size=1)
-        times.append((time.perf_counter() - t0) * 1000)
-    return {"latency_ms_p50": float(np.percentile(times, 50)), "latency_ms_p90": float(np.percentile(times, 90))}
+    """Text-in, embedding-out latency at batch size 1 (tokenisation included); empty without sentences."""
+    return batch1_latency(lambda s: encoder.encode([s], batch_size=1), sentences, warmup=warmup)
 
 
 class Evaluator:
@@ -103,17 +97,16 @@ class Evaluator:
                 metrics["teacher_cosine_min"] = float(cosines.min())
         return metrics
 
+    def latency(self, encoder: Encoder) -> dict[str, float]:
+        """Batch-1 latency on the evaluation's latency sentences."""
+        return batch1_latency_ms(encoder, self.data.latency_sentences)
+
     def evaluate(self, encoder: Encoder) -> dict[str, float]:
         """Quality and batch-1 latency."""
         t0 = time.perf_counter()
         metrics = self.quality(encoder)
-        metrics.update(batch1_latency_ms(encoder, self.data.latency_sentences))
+        metrics.update(self.latency(encoder))
         metrics["dimension"] = float(encoder.dimension)
         log.info("evaluated in %.1fs: %s", time.perf_counter() - t0,
                  ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
         return metrics
-
-
-def relative_drop(reference: float, value: float) -> float:
-    """Fractional loss of a higher-is-better metric (0.01 = lost 1%)."""
-    return (reference - value) / abs(reference) if reference else 0.0

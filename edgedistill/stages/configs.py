@@ -1,0 +1,269 @@
+"""Stage configs: one typed, strict pydantic model per stage type (the registry in ``edgedistill.stages`` maps
+each to its module and artifact kinds)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+class StudentConfig(Strict):
+    """How the student is built before training."""
+
+    init: str = Field(description="Model to initialise from: local path, catalog name or hub id, or 'teacher' "
+                      "(layer reduction of the teacher itself).")
+    layers: list[int] | None = Field(
+        default=None, description="Transformer layers to keep (0-based); null keeps all. Keep the last layer."
+    )
+    projection: Literal["procrustes", "ridge", "random", "pca", "none"] = Field(
+        default="procrustes",
+        description="When student and teacher dimensions differ: a Dense layer into the teacher's space, fitted on "
+        "teacher embeddings as a rotation that keeps the student's cosines (procrustes) or by ridge regression, "
+        "a random one, 'pca' (reduce the teacher's embeddings to the student's dimension instead), or none "
+        "(then the dimensions must match).",
+    )
+    trim_vocab: bool = Field(default=False, description="Keep only the tokens the training sentences use "
+                             "(plus every single character), shrinking the embedding table.")
+    ridge_lambda: float = Field(default=1e-2, gt=0)
+    projection_sentences: int = Field(default=4000, gt=0, description="Training sentences used to fit the projection "
+                                 "(procrustes or ridge).")
+
+    @field_validator("layers")
+    @classmethod
+    def _layers_sorted_unique(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None:
+            if not v:
+                raise ValueError("keep at least one layer, e.g. [0, 3, 5]")
+            if sorted(set(v)) != v or min(v) < 0:
+                raise ValueError(f"layers must be distinct, ascending and >= 0, e.g. [0, 3, 5]; got {v}")
+        return v
+
+
+class LossSpec(Strict):
+    """One term of the training loss."""
+
+    type: Literal["mse", "cosine", "kl", "margin_mse", "mnrl", "hidden", "attention"]
+    weight: float = Field(default=1.0, gt=0)
+    temperature: float = Field(default=0.05, gt=0, description="kl: softmax temperature (at the start).")
+    temperature_end: float | None = Field(default=None, gt=0, description="kl: temperature at the end.")
+    scale: float = Field(default=20.0, gt=0, description="mnrl: similarity scale.")
+    layer_map: dict[int, int] = Field(default_factory=dict,
+                                      description="hidden/attention: student layer -> teacher layer (0-based).")
+
+    @model_validator(mode="after")
+    def _layer_map_needed(self) -> LossSpec:
+        if self.type in ("hidden", "attention") and not self.layer_map:
+            raise ValueError(f"loss '{self.type}' needs layer_map, e.g. {{0: 3, 2: 11}} (student -> teacher layer)")
+        return self
+
+
+PAIR_LOSSES = ("margin_mse", "mnrl")
+
+
+class DistillStage(Strict):
+    """Train a student to reproduce the teacher's embeddings."""
+
+    type: Literal["distill"]
+    student: StudentConfig
+    train_sentences: int = Field(default=20000, gt=0, description="Sentences drawn from data.train.")
+    losses: list[LossSpec] = Field(default_factory=lambda: [LossSpec(type="mse")], min_length=1)
+    triplets: int = Field(default=0, ge=0, description="(anchor, entailed, contradicted) SNLI triplets for "
+                          "pair losses (margin_mse, mnrl); their sentences are labelled by the teacher too.")
+    triplet_source: str = Field(default="snli", description="SNLI-format folder (snli_1.0_train_subset.jsonl) "
+                                "or catalog name that triplets come from.")
+    triplet_batch_size: int = Field(default=32, gt=0)
+    epochs: float = Field(default=1.0, gt=0)
+    batch_size: int = Field(default=64, gt=0, description="Global batch (split across processes).")
+    gradient_accumulation: int = Field(default=1, ge=1)
+    learning_rate: float = Field(default=1e-4, gt=0)
+    warmup_ratio: float = Field(default=0.1, ge=0, lt=1)
+    weight_decay: float = Field(default=0.01, ge=0)
+    max_seq_length: int = Field(default=128, gt=0)
+    teacher_batch_size: int = Field(default=64, gt=0)
+    eval_steps: int = Field(default=100, ge=0, description="Evaluate STS-b dev every N steps (0: only at the end).")
+    select_best: bool = Field(default=True, description="Keep the checkpoint with the best STS-b dev score.")
+    validation_sentences: int = Field(default=500, ge=0, description="Training sentences held out to track "
+                                      "cosine agreement with the teacher during training.")
+    checkpoint_steps: int = Field(default=200, ge=0, description="Save a resumable checkpoint every N steps.")
+    processes: int = Field(default=1, ge=1, description="Data-parallel processes (torchrun, DDP).")
+    label_processes: int = Field(default=1, ge=1, description="Processes that share the teacher labelling.")
+    seed: int | None = Field(default=None, description="Training seed; null uses data.seed.")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    @model_validator(mode="after")
+    def _pairs_need_triplets(self) -> DistillStage:
+        pair = [loss.type for loss in self.losses if loss.type in PAIR_LOSSES]
+        if pair and not self.triplets:
+            raise ValueError(f"losses {pair} train on triplets: set triplets (e.g. 5000)")
+        if len({loss.type for loss in self.losses}) != len(self.losses):
+            raise ValueError("each loss type may appear once; combine them with weights")
+        return self
+
+
+class ExportStage(Strict):
+    """Export the student to one ONNX graph and check it numerically against PyTorch."""
+
+    type: Literal["export"]
+    opset: int = Field(default=18, ge=14, le=21)
+    exporter: Literal["dynamo", "torchscript"] = "dynamo"
+    max_abs_diff: float = Field(default=1e-4, gt=0, description="Gate: largest allowed |onnx - torch|.")
+    min_cosine: float = Field(default=0.9999, gt=0, le=1, description="Gate: smallest allowed cosine(onnx, torch).")
+    check_sentences: int = Field(default=64, gt=0)
+    optimize: Literal["auto", "always", "never"] = Field(
+        default="auto", description="onnxruntime transformer fusions: auto keeps them only when batch-1 latency "
+        "improves by min_speedup (and they pass the same gate); always; never.")
+    min_speedup: float = Field(
+        default=1.05, ge=1.0, description="auto: plain p50 / optimised p50 needed to keep them (and a majority "
+        "of rounds won). onnxruntime applies some fusions in memory anyway, so the offline gain is modest.")
+    timing_sentences: int = Field(default=64, gt=0, description="Real sentences timed per round (batch 1).")
+    timing_rounds: int = Field(default=5, gt=0, description="Interleaved timing rounds per variant.")
+    timing_threads: int = Field(default=0, ge=0, description="onnxruntime intra-op threads while timing; "
+                                "0 = all cores, as the runtime and the profile stage use.")
+    tokenizer_in_graph: bool = Field(
+        default=False, description="Also ship model_with_tokenizer.onnx (strings in, embeddings out; WordPiece "
+        "tokenizers; needs the onnxruntime-extensions extra).")
+    tokenizer_in_graph_tolerance: float = Field(
+        default=1e-4, gt=0, description="Largest allowed |in-graph - two-file| embedding difference.")
+
+
+class QuantizeSearch(Strict):
+    """How the accuracy-aware quantization search spends its time."""
+
+    sensitivity: Literal["auto", "node", "layer", "role", "off"] = Field(
+        default="auto", description="Groups scanned for sensitivity and kept in fp32 most sensitive first: each "
+        "weight node, each layer, or each role across layers (auto: node up to 40 nodes, else role); off: no scan.")
+    proxy_sentences: int = Field(default=256, gt=0, description="Training sentences (not the calibration ones) "
+                                 "scored by cosine to the fp32 model to rank sensitivity.")
+    max_evaluations: int = Field(default=10, ge=1, description="Trials confirmed with the full evaluator, at most.")
+    latency_sentences: int = Field(default=64, gt=0, description="Sentences timed at batch 1 for every trial.")
+    latency_repeats: int = Field(default=3, ge=1)
+
+
+class QuantizeStage(Strict):
+    """INT8 quantization: the fastest configuration for the target whose quality stays within the budget."""
+
+    type: Literal["quantize"]
+    backend: Literal["onnxruntime", "inc"] = Field(
+        default="onnxruntime", description="onnxruntime's quantizer, or Intel Neural Compressor's "
+        "(onnx-neural-compressor, run in its own virtualenv created on first use).")
+    target: Literal["portable", "arm64", "avx2", "avx512_vnni"] = Field(
+        default="portable", description="CPU preset choosing the candidate settings (see edgedistill.quant.presets).")
+    method: Literal["auto", "dynamic", "static"] = Field(
+        default="auto", description="auto: every method the target preset lists; or only dynamic / static QDQ.")
+    calibration: Literal["minmax", "entropy", "percentile"] | None = Field(
+        default=None, description="Static: how activation ranges are calibrated (null: the preset's).")
+    calibration_sentences: int = Field(default=200, gt=0, description="Static: in-domain sentences from data.train.")
+    per_channel: bool | None = None
+    reduce_range: bool | None = Field(default=None, description="7-bit weights (x86 without VNNI); null: preset's.")
+    activation_type: Literal["uint8", "int8"] | None = None
+    weight_type: Literal["int8", "uint8"] | None = None
+    op_types: list[Literal["MatMul", "Attention"]] = Field(
+        default_factory=lambda: ["MatMul", "Attention"],
+        description="Weight ops to quantize; Attention is the fused Q/K/V of an optimised graph (dynamic only).")
+    embedding: Literal["fp32", "int8"] | None = Field(
+        default=None, description="Word-embedding table: int8 (one scale per row, ~4x smaller) or fp32; null: preset's.")
+    exclude_nodes: list[str] = Field(default_factory=list, description="Node names always kept in fp32.")
+    max_drop: float = Field(
+        default=0.01, ge=0, lt=1, description="Largest allowed relative drop of each budget metric vs the fp32 input."
+    )
+    budget_metrics: list[str] = Field(
+        default_factory=lambda: ["sts_spearman", "retrieval_ndcg10"],
+        description="Metrics held to max_drop (those the evaluation measures).")
+    max_size_mb: float | None = Field(default=None, gt=0, description="Trials larger than this do not qualify.")
+    on_fail: Literal["error", "warn"] = "error"
+    search: QuantizeSearch = QuantizeSearch()
+
+
+class ProfileTarget(Strict):
+    """Where to profile: 'local' (this machine) or a device over SSH (key-based login, python3 with
+    onnxruntime, numpy and tokenizers). In a recipe, the string ``local`` stands for ``{name: local}``."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+                      description="'local', or the device's name in the report.")
+    ssh: str | None = Field(default=None,
+                            description="Destination: user@host, or a Host alias from ~/.ssh/config.")
+    port: int | None = Field(default=None, gt=0, lt=65536)
+    identity_file: str | None = None
+    ssh_options: list[str] = Field(default_factory=list, description="Extra `ssh -o` options, e.g. "
+                                   "StrictHostKeyChecking=accept-new.")
+    python: str = Field(default="python3", description="Python on the device (inserted into the remote command).")
+    remote_dir: str = Field(default="/tmp/edgedistill-bench", description="Where the bundle is unpacked.")
+    keep: bool = Field(default=False, description="Leave the bundle and result on the device.")
+    connect_timeout_s: float = Field(default=15, gt=0)
+    timeout_s: float = Field(default=3600, gt=0, description="Longest a copy or bench run may take.")
+
+    @model_validator(mode="after")
+    def _local_or_ssh(self) -> ProfileTarget:
+        if self.name == "local" and self.ssh:
+            raise ValueError("'local' is this machine and takes no ssh; name the device instead, e.g. name: pi5")
+        if self.name != "local" and not self.ssh:
+            raise ValueError(f"target '{self.name}' needs ssh: user@host (or use 'local' for this machine)")
+        return self
+
+    @property
+    def is_local(self) -> bool:
+        return self.name == "local"
+
+
+class ProfileStage(Strict):
+    """Measure batch-1 latency, throughput, threads, cold start, memory and size per target, side by side."""
+
+    type: Literal["profile"]
+    targets: list[ProfileTarget] = Field(
+        default_factory=lambda: [ProfileTarget(name="local")], min_length=1,
+        description="Where to measure: 'local' (this machine) and/or SSH devices ({name, ssh, ...}).")
+    compare: list[Literal["teacher", "student", "onnx"]] = Field(
+        default_factory=lambda: ["teacher", "student", "onnx"],
+        description="Also measure, on 'local' with the same sentences: the teacher and PyTorch students (fp32) "
+        "and earlier ONNX artifacts of the chain, so speed-ups are side-by-side ratios.")
+    sentences: int = Field(default=200, gt=0, description="Real held-out sentences timed one by one (batch 1).")
+    warmup: int = Field(default=20, ge=0, description="Batch-1 calls before timing, per thread count.")
+    repeats: int = Field(default=5, gt=0, description="Rounds over all sentences (at most), each in a fresh "
+                         "process that also measures cold start and memory.")
+    min_repeats: int = Field(default=2, gt=0, description="Rounds at least, even past max_seconds.")
+    max_seconds: float = Field(default=30, gt=0, description="Stop adding rounds after this long.")
+    threads: list[int] = Field(default_factory=lambda: [1, 0], min_length=1,
+                               description="Intra-op thread counts; 0 = all cores; the first is the headline "
+                               "(1 thread: the most stable and portable batch-1 number).")
+    batch_size: int = Field(default=32, gt=0, description="Batch size for throughput on the real sentences.")
+    batch_sizes: list[int] = Field(default_factory=lambda: [1, 8, 32], min_length=1)
+    seq_lengths: list[int] = Field(default_factory=lambda: [16, 64, 128], min_length=1)
+    cell_repeats: int = Field(default=5, gt=0, description="Timed calls per throughput cell (at most).")
+    cell_seconds: float = Field(default=3, gt=0, description="Time budget per throughput cell.")
+
+    @field_validator("threads", mode="before")
+    @classmethod
+    def _threads_list(cls, v: Any) -> Any:
+        return [v] if isinstance(v, int) else v
+
+    @field_validator("threads")
+    @classmethod
+    def _threads_non_negative(cls, v: list[int]) -> list[int]:
+        if any(x < 0 for x in v):
+            raise ValueError(f"thread counts must be >= 0 (0 = all cores); got {v}")
+        return v
+
+    @field_validator("batch_sizes", "seq_lengths")
+    @classmethod
+    def _positive(cls, v: list[int]) -> list[int]:
+        if any(x <= 0 for x in v):
+            raise ValueError(f"values must be > 0, e.g. [1, 8, 32]; got {v}")
+        return v
+
+    @field_validator("targets", mode="before")
+    @classmethod
+    def _local_shorthand(cls, v: Any) -> Any:
+        return [{"name": t} if isinstance(t, str) else t for t in v] if isinstance(v, list) else v
+
+    @field_validator("targets")
+    @classmethod
+    def _unique_targets(cls, v: list[ProfileTarget]) -> list[ProfileTarget]:
+        names = [t.name for t in v]
+        if len(set(names)) != len(names):
+            raise ValueError(f"target names must be unique; got {names}")
+        return v
