@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy.stats import spearmanr
@@ -34,6 +35,15 @@ class TeacherReference:
 
     heldout: np.ndarray | None = None
     corpus: np.ndarray | None = None
+
+
+# Evaluation settings that do not change the teacher's cached quality metrics or reference embeddings.
+NOT_TEACHER_EVAL = frozenset({"latency_sentences"})
+
+
+def teacher_eval_settings(evaluation: Any) -> dict[str, Any]:
+    """The evaluation settings the teacher's cached evaluation depends on (its cache key)."""
+    return {k: v for k, v in evaluation.model_dump().items() if k not in NOT_TEACHER_EVAL}
 
 
 def sts_spearman(encoder: Encoder, sts: StsPairs, batch_size: int) -> float:

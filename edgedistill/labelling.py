@@ -18,6 +18,7 @@ import numpy as np
 
 from edgedistill.assets import cache_dir
 from edgedistill.data import fingerprint
+from edgedistill.locks import key_lock
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,12 @@ def teacher_labels(teacher: Path, sentences: list[str], batch_size: int, device:
     hidden_layers = sorted(hidden_layers)
     key = content_key("labels", str(teacher), fingerprint(sentences), *([hidden_layers] if hidden_layers else []))
     folder = cache_dir() / "labels"
+    with key_lock(folder, key, "teacher labels"):
+        return _teacher_labels(teacher, sentences, batch_size, device, hidden_layers, processes, folder, key)
+
+
+def _teacher_labels(teacher: Path, sentences: list[str], batch_size: int, device: str, hidden_layers: list[int],
+                    processes: int, folder: Path, key: str) -> tuple[np.ndarray, np.ndarray | None]:
     path, hidden_path = folder / f"{key}.npy", folder / f"{key}.hidden.npy"
     if path.is_file() and (not hidden_layers or hidden_path.is_file()):
         try:  # a truncated or garbled cache file is computed again

@@ -18,7 +18,7 @@ from edgedistill import stages
 from edgedistill.assets import cache_dir, resolve
 from edgedistill.data import fingerprint, load_retrieval, load_sentences, load_sts, sample
 from edgedistill.encoders import load_encoder
-from edgedistill.evaluate import EvalSet, Evaluator, TeacherReference
+from edgedistill.evaluate import EvalSet, Evaluator, TeacherReference, teacher_eval_settings
 from edgedistill.integrity import (
     STORAGE_ERRNOS,
     check_folder,
@@ -28,6 +28,7 @@ from edgedistill.integrity import (
     write_json_atomic,
     write_manifest,
 )
+from edgedistill.locks import key_lock, run_lock
 from edgedistill.recipe import Recipe
 from edgedistill.trust import allow_remote_code
 
@@ -114,8 +115,10 @@ class Runner:
     when it finished: by size and mtime, or by sha256 for every file when ``full_check`` is set.
     """
 
-    def __init__(self, recipe: Recipe, runs_dir: Path | str = "runs", full_check: bool = False) -> None:
+    def __init__(self, recipe: Recipe, runs_dir: Path | str = "runs", full_check: bool = False,
+                 wait: bool = False) -> None:
         self.recipe = recipe
+        self.wait = wait  # for the run folder's lock, held by another run
         self.run_dir = Path(runs_dir).resolve() / recipe.name
         self.full_check = full_check
         self._evaluator: Evaluator | None = None
@@ -151,8 +154,12 @@ class Runner:
     def teacher_evaluation(self) -> tuple[dict[str, float], TeacherReference]:
         """Teacher quality metrics and reference embeddings, cached across runs under a content key."""
         data = self.eval_set()
-        key = content_key("teacher-eval", self.recipe.teacher, str(self.teacher_path), self.eval_key(),
-                          fingerprint(data.heldout), pick_device())
+        key = content_key("teacher-eval", self.recipe.teacher, str(self.teacher_path), teacher_eval_settings(
+            self.recipe.evaluation), fingerprint(data.heldout), pick_device())
+        with key_lock(cache_dir() / "teacher-eval", key, "teacher evaluation"):
+            return self._teacher_evaluation(key, data)
+
+    def _teacher_evaluation(self, key: str, data: EvalSet) -> tuple[dict[str, float], TeacherReference]:
         folder = cache_dir() / "teacher-eval" / key
         if (folder / "metrics.json").is_file():
             problems = check_folder(folder, self.full_check) or []
@@ -212,7 +219,8 @@ class Runner:
         A full disk, a read-only folder or a missing permission raises StorageError; finished stages stay.
         """
         try:
-            return self._run()
+            with run_lock(self.run_dir, wait=self.wait):
+                return self._run()
         except OSError as e:
             if e.errno not in STORAGE_ERRNOS:
                 raise
