@@ -21,7 +21,8 @@ log = logging.getLogger(__name__)
 
 def pick_sentences(data: Any, n: int) -> list[str]:
     """The first ``n`` held-out sentences of the evaluation set (never trained on), else its latency sample."""
-    pool = list(data.heldout or data.latency_sentences or (data.sts.first if data.sts else []))
+    pool = list(data.heldout or data.latency_sentences or (data.sts.first if data.sts else [])
+                or (data.retrieval.queries if getattr(data, "retrieval", None) else []))
     if not pool:
         raise EdgedistillError("profile: the evaluation set has no sentences to time; set evaluation.heldout "
                                "(e.g. snli-heldout) or evaluation.sts in the recipe")
