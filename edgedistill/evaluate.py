@@ -28,6 +28,15 @@ class EvalSet:
     batch_size: int = 64
     retrieval: RetrievalSet | None = None
 
+    def sentence_count(self, reference: bool = False, latency: bool = False) -> int:
+        """Sentences one evaluation encodes: quality, plus the teacher's reference embeddings (``reference``) and
+        the batch-1 latency sample with its warm-up (``latency``); for progress lines."""
+        copies = 2 if reference else 1
+        n = len(set(self.sts.first) | set(self.sts.second)) if self.sts else 0
+        n += (len(self.retrieval.queries) + copies * len(self.retrieval.corpus)) if self.retrieval else 0
+        n += copies * len(self.heldout)
+        return n + (len(self.latency_sentences) + min(5, len(self.latency_sentences)) if latency else 0)
+
 
 @dataclass
 class TeacherReference:
@@ -72,6 +81,8 @@ def ndcg_at_10(query_emb: np.ndarray, corpus_emb: np.ndarray, relevant: list[set
 
 def batch1_latency_ms(encoder: Encoder, sentences: list[str], warmup: int = 5) -> dict[str, float]:
     """Text-in, embedding-out latency at batch size 1 (tokenisation included)."""
+    if not sentences:  # nothing to time: no latency rather than a crash
+        return {}
     for s in sentences[:warmup]:
         encoder.encode([s], batch_size=1)
     times = []

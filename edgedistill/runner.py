@@ -29,6 +29,7 @@ from edgedistill.integrity import (
     write_manifest,
 )
 from edgedistill.locks import key_lock, run_lock
+from edgedistill.progress import Progress, TrackedEncoder
 from edgedistill.recipe import Recipe
 from edgedistill.trust import allow_remote_code
 
@@ -139,9 +140,9 @@ class Runner:
             ev = self.recipe.evaluation
             sts = load_sts(ev.sts, ev.sts_split) if ev.sts else None
             heldout = sample(load_sentences(ev.heldout), ev.heldout_sentences, seed=0) if ev.heldout else []
-            latency_pool = heldout or (sts.first if sts else [])
             retrieval = (load_retrieval(ev.retrieval, ev.retrieval_queries, ev.retrieval_corpus)
                          if ev.retrieval else None)
+            latency_pool = heldout or (sts.first if sts else []) or (retrieval.queries if retrieval else [])
             self._eval_set = EvalSet(
                 sts=sts,
                 heldout=heldout,
@@ -175,7 +176,8 @@ class Runner:
             log.warning("teacher evaluation: the cached copy in %s is damaged (%s); evaluating again", folder,
                         "; ".join(problems))
         log.info("evaluating the teacher's quality once (cached afterwards)")
-        encoder = load_encoder("teacher", self.teacher_path, device=pick_device())
+        progress = Progress("evaluating the teacher", data.sentence_count(reference=True), "sentences")
+        encoder = TrackedEncoder(load_encoder("teacher", self.teacher_path, device=pick_device()), progress)
         reference = TeacherReference(
             heldout=encoder.encode(data.heldout, batch_size=data.batch_size) if data.heldout else None,
             corpus=encoder.encode(data.retrieval.corpus, batch_size=data.batch_size) if data.retrieval else None,
@@ -184,6 +186,7 @@ class Runner:
         metrics["dimension"] = float(encoder.dimension)
         metrics["params"] = float(sum(p.numel() for p in encoder.model.parameters()))
         metrics["size_mb"] = artifact_size_mb(self.teacher_path)
+        progress.close()
         tmp = folder.with_name(folder.name + f".{os.getpid()}.tmp")
         tmp.mkdir(parents=True, exist_ok=True)
         for name in ("heldout", "corpus"):
@@ -203,8 +206,12 @@ class Runner:
         return self._evaluator
 
     def evaluate_artifact(self, artifact: Artifact) -> dict[str, float]:
-        encoder = load_encoder(artifact.kind, artifact.path, device=pick_device())
-        metrics = self.evaluator().evaluate(encoder)
+        evaluator = self.evaluator()
+        progress = Progress(f"evaluating the {artifact.kind} artifact", evaluator.data.sentence_count(latency=True),
+                            "sentences")
+        encoder = TrackedEncoder(load_encoder(artifact.kind, artifact.path, device=pick_device()), progress)
+        metrics = evaluator.evaluate(encoder)
+        progress.close()
         metrics["size_mb"] = artifact_size_mb(artifact.path)
         metrics["params"] = float(count_parameters(encoder))
         return metrics
