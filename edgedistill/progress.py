@@ -25,7 +25,7 @@ CHUNK = 256  # sentences per encode call when an encoder's progress is tracked
 
 
 def fmt_duration(seconds: float) -> str:
-    seconds = max(0, int(round(seconds)))
+    seconds = max(0, round(seconds))
     if seconds < 60:
         return f"{seconds}s"
     minutes, seconds = divmod(seconds, 60)
@@ -74,12 +74,6 @@ class Progress:
         self._emit("done", f"{self.what}: done, {self.done} {self.unit} in {fmt_duration(f['elapsed_s'])}"
                    f"{f' ({rate:.3g} {self.unit}/s)' if (rate := f['rate']) else ''}{', ' + note if note else ''}")
 
-    def __enter__(self) -> Progress:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if exc[0] is None:
-            self.close()
 
 
 class TrackedEncoder:
@@ -94,14 +88,22 @@ class TrackedEncoder:
 
     def encode(self, sentences: list[str], batch_size: int = 64) -> np.ndarray:
         sentences = list(sentences)
-        parts = []
-        for start in range(0, len(sentences), CHUNK):
-            chunk = sentences[start:start + CHUNK]
-            parts.append(self._encoder.encode(chunk, batch_size=batch_size))
-            self.progress.update(len(chunk))
-        if not parts:
-            return self._encoder.encode(sentences, batch_size=batch_size)
-        return np.concatenate(parts)
+        if len(sentences) <= CHUNK:
+            out = self._encoder.encode(sentences, batch_size=batch_size)
+            self.progress.update(len(sentences))
+            return out
+        # Longest first, in chunks of whole batches, so batches pad as little as in one call that sorts by length.
+        order = np.argsort([-len(s) for s in sentences], kind="stable")
+        step = max(CHUNK // batch_size, 1) * batch_size
+        out = None
+        for start in range(0, len(sentences), step):
+            idx = order[start:start + step]
+            part = self._encoder.encode([sentences[i] for i in idx], batch_size=batch_size)
+            if out is None:
+                out = np.zeros((len(sentences), *part.shape[1:]), dtype=part.dtype)
+            out[idx] = part
+            self.progress.update(len(idx))
+        return out
 
 
 # -- logging set-up ---------------------------------------------------------------------------------------

@@ -47,7 +47,7 @@ def test_locked_folder_is_one_line_error_naming_the_holder(tmp_path: Path, tiny_
     recipe = write_recipe(tmp_path / "r.yaml", _short_recipe(tiny_world))
     runs = tmp_path / "runs"
     with _hold(runs / "tiny"):
-        done = subprocess.run(_cmd(recipe, runs), env=_env(tmp_path / "cache"), capture_output=True, text=True,
+        done = subprocess.run(_cmd(recipe, runs), check=False, env=_env(tmp_path / "cache"), capture_output=True, text=True,
                               timeout=300)
     assert done.returncode == RunLockedError.exit_code, done.stderr
     lines = done.stderr.strip().splitlines()
@@ -115,10 +115,9 @@ def test_two_recipes_share_the_caches_at_once(tmp_path: Path, tiny_world: dict) 
 
 
 def test_run_lock_in_process(tmp_path: Path) -> None:
-    with run_lock(tmp_path / "run"):
-        with pytest.raises(RunLockedError, match=f"pid {os.getpid()}"):
-            with run_lock(tmp_path / "run"):
-                pass
+    with run_lock(tmp_path / "run"), pytest.raises(RunLockedError, match=f"pid {os.getpid()}"), \
+            run_lock(tmp_path / "run"):
+        pass
     with run_lock(tmp_path / "run"):  # released
         pass
 

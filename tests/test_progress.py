@@ -50,7 +50,7 @@ def test_run_json_log_quiet_and_summary(tmp_path: Path, tiny_world: dict) -> Non
     env = {**os.environ, "EDGEDISTILL_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "edgedistill.cli", "run", str(path), "--runs-dir", str(tmp_path / "runs")]
 
-    done = subprocess.run([*cmd, "--log-format", "json"], env=env, capture_output=True, text=True, timeout=900)
+    done = subprocess.run([*cmd, "--log-format", "json"], check=False, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     records = [json.loads(line) for line in done.stderr.splitlines() if line.strip()]  # every line is JSON
     steps = {r["progress"]["step"] for r in records if "progress" in r}
@@ -64,11 +64,11 @@ def test_run_json_log_quiet_and_summary(tmp_path: Path, tiny_world: dict) -> Non
     assert summary["stages"][1]["metric"] == "sts_spearman" and summary["bundle"].endswith("bundle")
     assert Path(summary["bundle"], "manifest.json").is_file()
 
-    again = subprocess.run([*cmd, "--quiet"], env=env, capture_output=True, text=True, timeout=900)
+    again = subprocess.run([*cmd, "--quiet"], check=False, env=env, capture_output=True, text=True, timeout=900)
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stdout.strip() == summary["bundle"]
     assert " INFO " not in again.stderr
 
-    text = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+    text = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True, timeout=900)
     assert text.returncode == 0
     assert "run finished in" in text.stdout and "reused" in text.stdout and "bundle: " in text.stdout
