@@ -26,9 +26,9 @@ def _fail(err: EdgedistillError) -> None:
 def main(verbose: bool) -> None:
     """Distil a sentence-embedding model into a small INT8 ONNX model and measure what survived."""
     # Our logs at INFO; third-party libraries (onnxruntime's quantizer logs to the root logger) at WARNING.
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    log.setLevel(logging.DEBUG if verbose else logging.INFO)
+    from edgedistill.progress import configure_logging
+
+    configure_logging(verbose)
 
 
 @main.command()
@@ -38,16 +38,28 @@ def main(verbose: bool) -> None:
               help="Where run folders go (runs/<recipe name>/).")
 @click.option("--full-check", is_flag=True, help="Hash every file of a finished stage before reusing it "
               "(default: only files whose size or modification time changed since the stage finished).")
-def run(recipe: Path, overrides: tuple[str, ...], runs_dir: Path, full_check: bool) -> None:
+@click.option("--wait", is_flag=True, help="If another run holds this run folder, wait for it to finish "
+              "(default: exit with an error naming it).")
+@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors; print the bundle's path at the end.")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="json: one JSON object per log line (stderr) and the closing summary as JSON (stdout).")
+def run(recipe: Path, overrides: tuple[str, ...], runs_dir: Path, full_check: bool, wait: bool, quiet: bool,
+        log_format: str) -> None:
     """Run RECIPE's stages; finished stages are reused, an interrupted run resumes."""
+    import json
+    import time
+
     from edgedistill.integrity import storage_error
+    from edgedistill.progress import configure_logging, summary, summary_text
     from edgedistill.recipe import load_recipe
 
+    configure_logging(log.getEffectiveLevel() <= logging.DEBUG, quiet, log_format)
+    t0 = time.monotonic()
     try:
         parsed = load_recipe(recipe, overrides)
         from edgedistill.pipeline import run_recipe
 
-        run_recipe(parsed, runs_dir, full_check=full_check)
+        records = run_recipe(parsed, runs_dir, full_check=full_check, wait=wait)
     except EdgedistillError as e:
         _fail(e)
     except OSError as e:  # not one the runner knows how to advise on: still no traceback
@@ -55,7 +67,14 @@ def run(recipe: Path, overrides: tuple[str, ...], runs_dir: Path, full_check: bo
     except KeyboardInterrupt:
         click.echo("interrupted: finished stages are kept; run the same command again to resume", err=True)
         sys.exit(130)
-    click.echo((runs_dir / parsed.name / "report.md").read_text())
+    done = summary(runs_dir / parsed.name, records, time.monotonic() - t0)
+    if log_format == "json":
+        click.echo(json.dumps(done))
+    elif quiet:
+        click.echo(done["bundle"] or done["run_dir"])
+    else:
+        click.echo((runs_dir / parsed.name / "report.md").read_text())
+        click.echo(summary_text(done))
 
 
 @main.command()

@@ -46,6 +46,13 @@ class EvaluationConfig(Strict):
     latency_sentences: int = Field(default=100, gt=0, description="Batch-1 latency sample per artifact.")
     batch_size: int = Field(default=64, gt=0)
 
+    @model_validator(mode="after")
+    def _something_to_measure(self) -> EvaluationConfig:
+        if not (self.sts or self.heldout or self.retrieval):
+            raise ValueError("sts, heldout and retrieval are all null, so no artifact could be measured (quality "
+                             "or batch-1 latency); set at least one, e.g. evaluation.heldout: snli-heldout")
+        return self
+
 
 class TrustConfig(Strict):
     """What a recipe allows model files to do. Both are off by default."""

@@ -36,12 +36,16 @@ from edgedistill.integrity import (
     write_json_atomic,
     write_manifest,
 )
+from edgedistill.locks import key_lock, run_lock
 from edgedistill.recipe import Recipe
 from edgedistill.records import TEACHER_RECORD, read_record
 from edgedistill.tasks import get_task
 from edgedistill.trust import allow_remote_code
 
 log = logging.getLogger(__name__)
+
+# Evaluation settings that change neither the teacher's cached quality metrics nor its reference arrays.
+NOT_TEACHER_EVAL = frozenset({"latency_sentences"})
 
 def pick_device(requested: str = "auto") -> str:
     """CUDA when asked for or available (auto), else CPU."""
@@ -59,8 +63,10 @@ class Runner:
     when it finished: by size and mtime, or by sha256 for every file when ``full_check`` is set.
     """
 
-    def __init__(self, recipe: Recipe, runs_dir: Path | str = "runs", full_check: bool = False) -> None:
+    def __init__(self, recipe: Recipe, runs_dir: Path | str = "runs", full_check: bool = False,
+                 wait: bool = False) -> None:
         self.recipe = recipe
+        self.wait = wait  # for the run folder's lock, held by another run
         self.run_dir = Path(runs_dir).resolve() / recipe.name
         self.full_check = full_check
         self.task = get_task(recipe.task)
@@ -74,11 +80,12 @@ class Runner:
         """The teacher by content (a local folder retrained in place gives a new key) and the task."""
         return content_key("root", self.recipe.task, source_fingerprint(self.teacher_path or self.recipe.teacher))
 
-    def eval_key(self) -> str:
-        """The evaluation settings, with the sets they name by content."""
-        ev = self.recipe.evaluation
-        return content_key("eval", self.recipe.task, ev.model_dump(),
-                           [source_fingerprint(v) for v in ev.model_dump().values() if isinstance(v, str)])
+    def eval_key(self, teacher: bool = False) -> str:
+        """The evaluation settings, with the sets they name by content. ``teacher``: only those the teacher's
+        cached quality and reference arrays depend on (not the latency sample)."""
+        settings = self.recipe.evaluation.model_dump(exclude=NOT_TEACHER_EVAL if teacher else None)
+        return content_key("eval", self.recipe.task, settings,
+                           [source_fingerprint(v) for v in settings.values() if isinstance(v, str)])
 
     def stage_inputs(self, stage_type: str) -> tuple[StageInputs, dict[str, object]]:
         """What a stage may read beyond its config and input (its registry row's ``reads``), and the part of its
@@ -112,7 +119,11 @@ class Runner:
     def teacher_evaluation(self) -> tuple[dict[str, float], dict[str, np.ndarray | None]]:
         """Teacher quality metrics and reference arrays, cached across runs under a content key."""
         data = self.eval_set()
-        key = content_key("teacher-eval", self.root_key(), self.eval_key(), pick_device())
+        key = content_key("teacher-eval", self.root_key(), self.eval_key(teacher=True), pick_device())
+        with key_lock(cache_dir() / "teacher-eval", key, "teacher evaluation"):
+            return self._teacher_evaluation(key, data)
+
+    def _teacher_evaluation(self, key: str, data: object) -> tuple[dict[str, float], dict[str, np.ndarray | None]]:
         folder = cache_dir() / "teacher-eval" / key
         if (folder / "metrics.json").is_file():
             problems = check_folder(folder, self.full_check) or []
@@ -149,7 +160,7 @@ class Runner:
 
     def evaluate_artifact(self, artifact: Artifact) -> dict[str, float]:
         encoder = self.task.load(artifact.kind, artifact.path, device=pick_device())
-        metrics = self.evaluator().evaluate(encoder)
+        metrics = self.evaluator().evaluate(encoder, label=f"evaluating the {artifact.kind} artifact")
         metrics["size_mb"] = artifact_size_mb(artifact.path)
         metrics["params"] = float(count_parameters(encoder))
         return metrics
@@ -158,14 +169,17 @@ class Runner:
     def stage_dir(self, index: int, stage_type: str, key: str) -> Path:
         return self.run_dir / f"{index:02d}-{stage_type}-{key}"
 
-    def run(self) -> list[StageRecord]:
+    def run(self, hold_lock: bool = True) -> list[StageRecord]:
         """Run every unfinished stage. Returns one record per stage (``pipeline.run_recipe`` then writes the
-        report and the bundle).
+        report and the bundle, holding the run folder's lock itself: ``hold_lock=False``).
 
         A full disk, a read-only folder or a missing permission raises StorageError; finished stages stay.
         """
         try:
-            return self._run()
+            if not hold_lock:
+                return self._run()
+            with run_lock(self.run_dir, wait=self.wait):
+                return self._run()
         except OSError as e:
             if e.errno not in STORAGE_ERRNOS:
                 raise

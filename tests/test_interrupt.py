@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from click.testing import CliRunner
 
 from edgedistill.cli import main
@@ -128,3 +129,36 @@ def test_same_seed_same_metrics(reference: dict, tmp_path: Path, monkeypatch: py
     run_recipe(load_recipe(reference["recipe"]), tmp_path / "runs")
     diff = _max_diff(_stage_metrics(tmp_path / "runs" / "tiny"), reference["metrics"])
     assert diff <= TOLERANCE, diff
+
+
+def test_sigkill_mid_profile_then_resume(reference: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                         caplog: pytest.LogCaptureFixture) -> None:
+    """The profile stage resumes like the others: killed after writing its bench bundle, before any measurement;
+    the rerun reuses distill, export and quantize, discards the half-written profile folder and profiles."""
+    recipe = yaml.safe_load(Path(reference["recipe"]).read_text())
+    recipe["stages"].append({"type": "profile", "sentences": 4, "warmup": 1, "repeats": 1, "min_repeats": 1,
+                                   "threads": [1], "batch_sizes": [1], "seq_lengths": [8], "cell_repeats": 1,
+                                   "cell_seconds": 0.2, "compare": []})
+    path = write_recipe(tmp_path / "r.yaml", recipe)
+    runs = tmp_path / "runs"
+    run_dir = runs / "tiny"
+    run_dir.mkdir(parents=True)
+    for folder in reference["run_dir"].glob("0*"):
+        shutil.copytree(folder, run_dir / folder.name)
+
+    killed = _kill_run({**reference, "recipe": path}, runs, ".tmp-03-profile-*/bench/README.txt")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    assert not list(run_dir.glob("03-profile-*")) and list(run_dir.glob(".tmp-03-profile-*"))
+
+    monkeypatch.setenv("EDGEDISTILL_CACHE", str(reference["cache"]))
+    with caplog.at_level(logging.INFO, logger="edgedistill"):
+        result = CliRunner().invoke(main, ["run", str(path), "--runs-dir", str(runs)])
+    assert result.exit_code == 0, result.output
+    assert "stage 3 profile: discarding an unfinished attempt" in caplog.text
+    for earlier, stage in enumerate(STAGES):
+        assert f"stage {earlier} {stage}: finished earlier, reusing" in caplog.text
+    (profile,) = run_dir.glob("03-profile-*")
+    assert check_folder(profile, full=True) == []
+    assert json.loads((profile / "metrics.json").read_text())["latency_ms_p50"] > 0
+    assert not list(run_dir.glob(".tmp-*"))
+    assert _max_diff(_stage_metrics(run_dir), reference["metrics"]) <= TOLERANCE

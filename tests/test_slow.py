@@ -44,7 +44,7 @@ def test_smoke_recipe_end_to_end(tmp_path: Path) -> None:
     records = run_recipe(recipe, tmp_path)
     report = json.loads((tmp_path / "smoke" / "report.json").read_text())
     rows = {row["stage"]: row for row in report["rows"]}
-    assert rows["teacher"]["sts_spearman"] == pytest.approx(83.42, abs=0.05)
+    assert rows["teacher"]["sts_spearman"] == pytest.approx(82.03, abs=0.05)  # all-MiniLM-L6-v2
     assert rows["distill"]["sts_spearman"] > 75
     assert abs(rows["export"]["sts_spearman"] - rows["distill"]["sts_spearman"]) < 0.05
     assert (records[-1].artifact.path / "model.onnx").is_file()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,16 +89,19 @@ def profile(item: ChainItem, sentences: list[str], settings: dict[str, Any], tar
     result}``.
     """
     bundle = make_bench_bundle(item.path, sentences, settings, Path(work_dir) / "bench", run_dir)
-    compare = list(compare)
+    compare, targets = list(compare), list(targets)
     out: list[dict[str, Any]] = []
+    total = len(targets) + (len(compare) if any(t.is_local for t in targets) else 0)
+    t0 = time.monotonic()
 
     def add(target: str, it: ChainItem, result: dict[str, Any], profiled: bool) -> None:
         prec = precision(result)
         out.append({"target": target, "artifact": it.dir, "stage": it.stage, "label": it.label(prec),
                     "runtime": result["runtime"], "precision": prec, "profiled": profiled, "result": result})
         lat = result["latency_ms"][str(result["headline_threads"])]
-        log.info("profile %s on %s: batch-1 p50 %.2f ms (p90 %.2f, spread %.1f%%)", it.label(prec), target,
-                 lat["p50"], lat["p90"], lat.get("spread_pct", 0.0))
+        log.info("profile %s on %s: batch-1 p50 %.2f ms (p90 %.2f, spread %.1f%%); %d/%d measured in %.0f s",
+                 it.label(prec), target, lat["p50"], lat["p90"], lat.get("spread_pct", 0.0), len(out), total,
+                 time.monotonic() - t0)
 
     for target in targets:
         if target.is_local:

@@ -46,15 +46,18 @@ class EmbeddingTask:
         ev = evaluation
         sts = load_sts(ev.sts, ev.sts_split) if ev.sts else None
         heldout = sample(load_sentences(ev.heldout), ev.heldout_sentences, seed=0) if ev.heldout else []
-        latency_pool = heldout or (sts.first if sts else [])
         retrieval = load_retrieval(ev.retrieval, ev.retrieval_queries, ev.retrieval_corpus) if ev.retrieval else None
+        latency_pool = heldout or (sts.first if sts else []) or (retrieval.queries if retrieval else [])
         return EvalSet(sts=sts, heldout=heldout, latency_sentences=sample(latency_pool, ev.latency_sentences, seed=1),
                        batch_size=ev.batch_size, retrieval=retrieval)
 
     def evaluate_teacher(self, teacher: Path, data: Any, device: str) -> tuple[dict[str, float], dict[str, Any]]:
         from edgedistill.tasks.embedding.evaluate import Evaluator, TeacherReference
 
-        encoder = self.load("teacher", teacher, device=device)
+        from edgedistill.progress import Progress, TrackedEncoder
+
+        progress = Progress("evaluating the teacher", data.sentence_count(reference=True), "sentences")
+        encoder = TrackedEncoder(self.load("teacher", teacher, device=device), progress)
         reference = {
             "heldout": encoder.encode(data.heldout, batch_size=data.batch_size) if data.heldout else None,
             "corpus": encoder.encode(data.retrieval.corpus, batch_size=data.batch_size) if data.retrieval else None,
@@ -62,6 +65,7 @@ class EmbeddingTask:
         metrics = Evaluator(data, TeacherReference(**reference)).quality(encoder)
         metrics["dimension"] = float(encoder.dimension)
         metrics["params"] = float(sum(p.numel() for p in encoder.model.parameters()))
+        progress.close()
         return metrics, reference
 
     def evaluator(self, data: Any, reference: dict[str, Any]) -> Any:
@@ -98,7 +102,8 @@ class EmbeddingTask:
         return bundle_card(manifest)
 
     def sample_texts(self, data: Any) -> list[str]:
-        return list(data.heldout or data.latency_sentences or (data.sts.first if data.sts else []))
+        return list(data.heldout or data.latency_sentences or (data.sts.first if data.sts else [])
+                    or (data.retrieval.queries if data.retrieval else []))
 
 
 TASK = EmbeddingTask()

@@ -29,7 +29,7 @@ class TorchEncoder:
     def encode(self, sentences: list[str], batch_size: int = 64) -> np.ndarray:
         sentences = list(sentences)
         return normalise(self.model.encode(sentences, batch_size=batch_size, convert_to_numpy=True,
-                                           show_progress_bar=len(sentences) >= 1000))
+                                           show_progress_bar=False))
 
 
 def load_encoder(kind: str, path: Path, device: str = "cpu", threads: int = 0) -> Encoder:

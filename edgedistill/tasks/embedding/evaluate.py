@@ -28,6 +28,15 @@ class EvalSet:
     batch_size: int = 64
     retrieval: RetrievalSet | None = None
 
+    def sentence_count(self, reference: bool = False, latency: bool = False) -> int:
+        """Sentences one evaluation encodes: quality, plus the teacher's reference embeddings (``reference``) and
+        the batch-1 latency sample with its warm-up (``latency``); for progress lines."""
+        copies = 2 if reference else 1
+        n = len(set(self.sts.first) | set(self.sts.second)) if self.sts else 0
+        n += (len(self.retrieval.queries) + copies * len(self.retrieval.corpus)) if self.retrieval else 0
+        n += copies * len(self.heldout)
+        return n + (len(self.latency_sentences) + min(5, len(self.latency_sentences)) if latency else 0)
+
 
 @dataclass
 class TeacherReference:
@@ -101,12 +110,20 @@ class Evaluator:
         """Batch-1 latency on the evaluation's latency sentences."""
         return batch1_latency_ms(encoder, self.data.latency_sentences)
 
-    def evaluate(self, encoder: Encoder) -> dict[str, float]:
-        """Quality and batch-1 latency."""
+    def evaluate(self, encoder: Encoder, label: str | None = None) -> dict[str, float]:
+        """Quality and batch-1 latency; with ``label``, progress lines (counts, rate, ETA) under that name."""
+        progress = None
+        if label:
+            from edgedistill.progress import Progress, TrackedEncoder
+
+            progress = Progress(label, self.data.sentence_count(latency=True), "sentences")
+            encoder = TrackedEncoder(encoder, progress)
         t0 = time.perf_counter()
         metrics = self.quality(encoder)
         metrics.update(self.latency(encoder))
         metrics["dimension"] = float(encoder.dimension)
+        if progress is not None:
+            progress.close()
         log.info("evaluated in %.1fs: %s", time.perf_counter() - t0,
                  ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
         return metrics

@@ -18,6 +18,8 @@ import numpy as np
 
 from edgedistill.assets import cache_dir, source_fingerprint
 from edgedistill.data import fingerprint
+from edgedistill.locks import key_lock
+from edgedistill.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -30,21 +32,27 @@ def encode(teacher: Path, sentences: list[str], batch_size: int, device: str,
     from edgedistill.trust import load_sentence_transformer
 
     model = load_sentence_transformer(teacher, device)
-    if not hidden_layers:
-        emb = model.encode(sentences, batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=True,
-                           show_progress_bar=len(sentences) >= 1000)
-        return emb.astype(np.float32), None
-    from tqdm.auto import tqdm
-
+    order = np.argsort([-len(s) for s in sentences], kind="stable")
+    progress = Progress("teacher labels", len(sentences), "sentences")
+    if not hidden_layers:  # longest first, in chunks of whole batches: the batches of one encode call
+        step = batch_size * 8
+        emb = np.zeros((len(sentences), model.get_embedding_dimension()), dtype=np.float32)
+        for start in range(0, len(sentences), step):
+            idx = order[start:start + step]
+            emb[idx] = model.encode([sentences[i] for i in idx], batch_size=batch_size, convert_to_numpy=True,
+                                    normalize_embeddings=True, show_progress_bar=False)
+            progress.update(len(idx))
+        progress.close()
+        return emb, None
     from edgedistill.tasks.embedding.training import mean_pool, to_device
 
-    order = np.argsort([-len(s) for s in sentences], kind="stable")
     emb = np.zeros((len(sentences), model.get_embedding_dimension()), dtype=np.float32)
     hidden = np.zeros((len(sentences), len(hidden_layers), model[0].auto_model.config.hidden_size), np.float16)
     model.eval()
     with torch.no_grad():
-        for start in tqdm(range(0, len(sentences), batch_size), desc="teacher labels", unit="batch"):
+        for start in range(0, len(sentences), batch_size):
             idx = order[start:start + batch_size]
+            progress.update(len(idx))
             features = to_device(model.preprocess([sentences[i] for i in idx]), device)
             out = model[0].auto_model(input_ids=features["input_ids"], attention_mask=features["attention_mask"],
                                       output_hidden_states=True)
@@ -55,6 +63,7 @@ def encode(teacher: Path, sentences: list[str], batch_size: int, device: str,
             emb[idx] = vec.float().cpu().numpy()
             pooled = [mean_pool(out.hidden_states[layer + 1], features["attention_mask"]) for layer in hidden_layers]
             hidden[idx] = torch.stack(pooled, dim=1).float().cpu().numpy().astype(np.float16)
+    progress.close()
     return emb, hidden
 
 
@@ -68,6 +77,12 @@ def teacher_labels(teacher: Path, sentences: list[str], batch_size: int, device:
     key = content_key("labels", source_fingerprint(teacher), fingerprint(sentences),
                       *([hidden_layers] if hidden_layers else []))
     folder = cache_dir() / "labels"
+    with key_lock(folder, key, "teacher labels"):
+        return _teacher_labels(teacher, sentences, batch_size, device, hidden_layers, processes, folder, key)
+
+
+def _teacher_labels(teacher: Path, sentences: list[str], batch_size: int, device: str, hidden_layers: list[int],
+                    processes: int, folder: Path, key: str) -> tuple[np.ndarray, np.ndarray | None]:
     path, hidden_path = folder / f"{key}.npy", folder / f"{key}.hidden.npy"
     if path.is_file() and (not hidden_layers or hidden_path.is_file()):
         try:  # a truncated or garbled cache file is computed again

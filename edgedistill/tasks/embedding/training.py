@@ -238,9 +238,9 @@ def train(job: TrainJob) -> dict[str, Any]:
     t0 = time.perf_counter()
     progress_bar = None
     if rank == 0:
-        from tqdm.auto import tqdm
+        from edgedistill.progress import Progress
 
-        progress_bar = tqdm(total=total_steps, initial=step, desc="distill", unit="step")
+        progress_bar = Progress("training", total_steps, "steps", initial=step)
     while step < total_steps:
         epoch, offset = divmod(step, steps_per_epoch)
         generator = torch.Generator().manual_seed(job.seed + epoch)
@@ -268,8 +268,7 @@ def train(job: TrainJob) -> dict[str, Any]:
         scheduler.step()
         step += 1
         if progress_bar is not None:
-            progress_bar.update(1)
-            progress_bar.set_postfix(loss=f"{value.item():.5f}")
+            progress_bar.update(1, note=f"loss {value.item():.5f}")
         if cfg.eval_steps and step % cfg.eval_steps == 0 and step < total_steps:
             evaluate(step)
         if cfg.checkpoint_steps and step % cfg.checkpoint_steps == 0 and step < total_steps and rank == 0:
