@@ -22,6 +22,7 @@ from edgedistill.stages.configs import (  # noqa: F401  (re-exported: recipes an
     StudentConfig,
     Strict,
 )
+from edgedistill.stages.configs import SOURCE, source_fields  # noqa: F401  (source_fields: the runner's)
 
 
 class DataConfig(Strict):
@@ -32,15 +33,16 @@ class DataConfig(Strict):
 
 
 class EvaluationConfig(Strict):
-    sts: str | None = Field(default="stsb", description="STS-benchmark folder or catalog name; null to skip.")
+    sts: str | None = Field(default="stsb", description="STS-benchmark folder or catalog name; null to skip.",
+                            json_schema_extra=SOURCE)
     sts_split: Literal["train", "dev", "test"] = "test"
     heldout: str | None = Field(
-        default="snli-heldout", description="Sentences never trained on, for agreement with the teacher."
-    )
+        default="snli-heldout", description="Sentences never trained on, for agreement with the teacher.",
+        json_schema_extra=SOURCE)
     heldout_sentences: int = Field(default=1000, gt=0)
     retrieval: str | None = Field(
-        default="snli-retrieval", description="Retrieval set (queries/corpus/qrels .jsonl) for nDCG@10; null to skip."
-    )
+        default="snli-retrieval", description="Retrieval set (queries/corpus/qrels .jsonl) for nDCG@10; null to skip.",
+        json_schema_extra=SOURCE)
     retrieval_queries: int = Field(default=500, gt=0)
     retrieval_corpus: int = Field(default=2000, gt=0)
     latency_sentences: int = Field(default=100, gt=0, description="Batch-1 latency sample per artifact.")

@@ -37,7 +37,7 @@ from edgedistill.integrity import (
     write_manifest,
 )
 from edgedistill.locks import key_lock, run_lock
-from edgedistill.recipe import Recipe
+from edgedistill.recipe import Recipe, source_fields
 from edgedistill.records import TEACHER_RECORD, read_record
 from edgedistill.tasks import get_task
 from edgedistill.trust import allow_remote_code
@@ -83,9 +83,10 @@ class Runner:
     def eval_key(self, teacher: bool = False) -> str:
         """The evaluation settings, with the sets they name by content. ``teacher``: only those the teacher's
         cached quality and reference arrays depend on (not the latency sample)."""
-        settings = self.recipe.evaluation.model_dump(exclude=NOT_TEACHER_EVAL if teacher else None)
+        ev = self.recipe.evaluation
+        settings = ev.model_dump(exclude=NOT_TEACHER_EVAL if teacher else None)
         return content_key("eval", self.recipe.task, settings,
-                           [source_fingerprint(v) for v in settings.values() if isinstance(v, str)])
+                           {name: source_fingerprint(spec) for name, spec in source_fields(ev).items()})
 
     def stage_inputs(self, stage_type: str) -> tuple[StageInputs, dict[str, object]]:
         """What a stage may read beyond its config and input (its registry row's ``reads``), and the part of its
@@ -229,7 +230,8 @@ class Runner:
     def _run_stage(self, index: int, cfg: Any, input_: Artifact, input_eval: dict[str, float]) -> StageRecord:
         config = cfg.model_dump()
         inputs, inputs_key = self.stage_inputs(cfg.type)
-        key = content_key(config, input_.key, inputs_key)
+        sources = {name: source_fingerprint(spec) for name, spec in source_fields(cfg).items()}
+        key = content_key(config, input_.key, inputs_key, *([sources] if sources else []))
         log.debug("stage %d %s: key %s from input %s and inputs %s", index, cfg.type, key, input_.key, inputs_key)
         final = self.stage_dir(index, cfg.type, key)
         record = self._finished(index, cfg.type, final, input_)

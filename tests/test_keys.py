@@ -38,17 +38,32 @@ def test_unchanged_inputs_reuse_every_stage(tmp_path: Path, local_world: dict) -
     assert [r.dir for r in again] == [r.dir for r in first] and all(r.reused for r in again)
 
 
-def test_teacher_retrained_in_place_reruns_distill(tmp_path: Path, local_world: dict) -> None:
+def _perturb_weights(model_dir: Path) -> None:
+    """'Retrain' a model in place: same path, same file size, new weights."""
     import torch
     from safetensors.torch import load_file, save_file
 
-    first = _run(tmp_path, _distill_only(local_world, tmp_path))
-    weights = next(local_world["teacher"].rglob("model.safetensors"))
+    weights = next(model_dir.rglob("model.safetensors"))
     tensors = load_file(weights)
     name = next(k for k, v in tensors.items() if v.dtype == torch.float32 and v.ndim == 2)
-    tensors[name] = tensors[name] + 0.01  # "retrained": same path, same size, new content
+    tensors[name] = tensors[name] + 0.01
     save_file(tensors, weights, metadata={"format": "pt"})
+
+
+def test_teacher_retrained_in_place_reruns_distill(tmp_path: Path, local_world: dict) -> None:
+    first = _run(tmp_path, _distill_only(local_world, tmp_path))
+    _perturb_weights(local_world["teacher"])
     second = _run(tmp_path, _distill_only(local_world, tmp_path))
+    assert second[0].dir != first[0].dir and not second[0].reused
+
+
+def test_local_student_init_changed_in_place_reruns_distill(tmp_path: Path, local_world: dict) -> None:
+    student = Path(shutil.copytree(local_world["student"], tmp_path / "my-student"))
+    recipe = _distill_only(local_world, tmp_path)
+    recipe["stages"][0]["student"]["init"] = str(student)
+    first = _run(tmp_path, recipe)
+    _perturb_weights(student)
+    second = _run(tmp_path, recipe)
     assert second[0].dir != first[0].dir and not second[0].reused
 
 

@@ -8,6 +8,24 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
+# Marks a field that names a model or data source (local path, catalog name or hub id): stage keys take a local
+# source by its content, so a folder retrained or a file rewritten in place reruns what read it.
+SOURCE = {"source": True}
+
+
+def source_fields(model: BaseModel, prefix: str = "") -> dict[str, str]:
+    """Every field of a config (nested configs included) that names a source, with its value: {dotted name: spec}."""
+    found: dict[str, str] = {}
+    for name, field in type(model).model_fields.items():
+        value = getattr(model, name)
+        if (field.json_schema_extra or {}).get("source"):
+            if value:
+                found[prefix + name] = value
+        elif isinstance(value, BaseModel):
+            found.update(source_fields(value, f"{prefix}{name}."))
+    return found
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
@@ -16,7 +34,7 @@ class StudentConfig(Strict):
     """How the student is built before training."""
 
     init: str = Field(description="Model to initialise from: local path, catalog name or hub id, or 'teacher' "
-                      "(layer reduction of the teacher itself).")
+                      "(layer reduction of the teacher itself).", json_schema_extra=SOURCE)
     layers: list[int] | None = Field(
         default=None, description="Transformer layers to keep (0-based); null keeps all. Keep the last layer."
     )
@@ -75,7 +93,7 @@ class DistillStage(Strict):
     triplets: int = Field(default=0, ge=0, description="(anchor, entailed, contradicted) SNLI triplets for "
                           "pair losses (margin_mse, mnrl); their sentences are labelled by the teacher too.")
     triplet_source: str = Field(default="snli", description="SNLI-format folder (snli_1.0_train_subset.jsonl) "
-                                "or catalog name that triplets come from.")
+                                "or catalog name that triplets come from.", json_schema_extra=SOURCE)
     triplet_batch_size: int = Field(default=32, gt=0)
     epochs: float = Field(default=1.0, gt=0)
     batch_size: int = Field(default=64, gt=0, description="Global batch (split across processes).")
