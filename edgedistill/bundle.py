@@ -78,6 +78,7 @@ def write_bundle(run_dir: Path, records: list[StageRecord], teacher: dict[str, A
     Written to a temporary folder and swapped in, so the bundle folder is never half-written.
     Returns None when the final artifact is not an ONNX bundle (e.g. a distill-only recipe).
     """
+    from edgedistill.client_layout import write_layout
     from edgedistill.stages.export import update_manifest_hashes
 
     source = records[-1].artifact.path
@@ -89,8 +90,9 @@ def write_bundle(run_dir: Path, records: list[StageRecord], teacher: dict[str, A
         shutil.rmtree(leftover, ignore_errors=True)
     tmp = run_dir / f".{BUNDLE_DIR}.{os.getpid()}.tmp"
     tmp.mkdir()
-    for name in (manifest["model"], manifest["tokenizer"]):
-        shutil.copy2(source / name, tmp / name)
+    shutil.copy2(source / manifest["tokenizer"], tmp / manifest["tokenizer"])
+    sources = [r.artifact.path for r in records if (r.artifact.path / "manifest.json").is_file()]
+    manifest.update(write_layout(tmp, manifest, sources))
     manifest.pop("sha256", None)
     manifest["source"] = {"recipe": run_dir.name, "artifact": str(source.relative_to(run_dir))
                           if source.is_relative_to(run_dir) else str(source),
@@ -126,13 +128,19 @@ def bundle_card(manifest: dict) -> str:
         + (", INT8" if manifest.get("quantization") else ", fp32") + ").", "",
         "| file | what |", "|---|---|",
         (f"| `{manifest['model']}` | the whole model: {inputs} (int64, [batch, sequence]) -> `{manifest['output']}` "
-        f"(float32, [batch, {manifest['dimension']}]) |"),
+        f"(float32, [batch, {manifest['dimension']}]), pooled and L2-normalised inside the graph |"),
+        *[f"| `{f}` | the same model in {p} |" for p, f in manifest.get("models", {}).items() if f != manifest["model"]],
         f"| `{manifest['tokenizer']}` | the tokenizer (Hugging Face tokenizers format) |",
+        ("| `config.json`, `tokenizer_config.json`, `special_tokens_map.json` | for other clients (transformers.js, "
+         "fastembed): the encoder's config, max length and special tokens |"),
     ]
     if manifest.get("variants", {}).get("tokenizer_in_graph"):
         v = manifest["variants"]["tokenizer_in_graph"]
         lines.append(f"| `{v['file']}` | strings in, embeddings out (needs onnxruntime-extensions); max abs diff "
                      f"{v['check_vs_two_file']['max_abs_diff']:.1e} vs the two-file path |")
+    if manifest.get("batch_invariance", {}).get("run_rows_separately"):
+        lines.append("| | the INT8 graph quantizes activations per batch: embed **one sentence per call** so a vector "
+                     "does not depend on its batch mates (edgedistill's runtime does) |")
     lines += [
         "| `manifest.json` | inputs, outputs, settings, sha256 of every file, quality and latency |", "",
         "## Quality and speed", "",

@@ -36,6 +36,7 @@ POOLING_MODES = ("mean", "cls", "max")
 VALIDATION_BATCH_SIZES = (1, 7, 32)
 LENGTH_BUCKETS = ((1, 16), (17, 64), (65, 10**9))  # tokens, including special tokens
 OPTIMIZED_FILE = "model.optimized.onnx"
+PLAIN_FILE = "model.plain.onnx"  # kept when the fused graph replaces model.onnx (edgedistill.portable)
 
 
 def pooling_mode(model: SentenceTransformer) -> str:
@@ -241,8 +242,8 @@ def write_manifest(model: SentenceTransformer, bundle: Path, opset: int, exporte
 def update_manifest_hashes(bundle: Path, manifest: dict) -> None:
     """Record the sha256 of every shipped file and write manifest.json."""
     manifest["sha256"] = {
-        p.name: hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(bundle.iterdir()) if p.is_file() and p.name != "manifest.json"
+        p.relative_to(bundle).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(bundle.rglob("*")) if p.is_file() and p != bundle / "manifest.json"
     }
     (bundle / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
 
@@ -287,6 +288,8 @@ def optimize_graph(model: SentenceTransformer, cfg: ExportStage, bundle: Path, s
              latency["optimized"]["latency_ms_p50"], latency["plain"]["latency_ms_p50"], result["speedup"],
              result["rounds_won"], result["rounds"], _threads(threads), "applied" if result["applied"] else "not applied")
     if result["applied"]:
+        # The plain graph (ai.onnx ops only) stays beside it for targets without onnxruntime's contrib ops.
+        os.replace(bundle / "model.onnx", bundle / PLAIN_FILE)
         os.replace(bundle / OPTIMIZED_FILE, bundle / "model.onnx")
     else:
         (bundle / OPTIMIZED_FILE).unlink()
@@ -337,6 +340,7 @@ def run(cfg: ExportStage, ctx: StageContext) -> StageResult:
     bundle.mkdir(parents=True)
     inputs = export_onnx(model, bundle / "model.onnx", cfg.opset, cfg.exporter)
     model[0].tokenizer.save_pretrained(str(bundle))
+    model[0].auto_model.config.to_json_file(str(bundle / "config.json"))  # for the deploy bundle's clients
     for extra in ("vocab.txt", "special_tokens_map.json", "chat_template.jinja"):
         (bundle / extra).unlink(missing_ok=True)
     opset = graph_opset(bundle / "model.onnx")
@@ -356,6 +360,8 @@ def run(cfg: ExportStage, ctx: StageContext) -> StageResult:
     manifest["graph"] = {"optimized": applied,
                          "fusions": metrics["optimization"]["fusions"] if applied else {},
                          "needs": "onnxruntime (com.microsoft contrib ops)" if applied else "any ONNX runtime"}
+    if applied:
+        manifest["graph"]["plain"] = PLAIN_FILE
     manifest["tokenizer_in_graph"] = cfg.tokenizer_in_graph
     if cfg.tokenizer_in_graph:
         manifest["tokenizer_in_graph_tolerance"] = cfg.tokenizer_in_graph_tolerance
