@@ -60,6 +60,7 @@ def bundle(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     sentences.write_text(json.dumps(SENTENCES))
     reference = {p: load(path, precision=p).encode(SENTENCES, batch_size=1) for p in ("fp32", "int8")}
     return {"name": request.param, "path": path, "student": records[0].artifact.path, "sentences": sentences,
+            "quantize_metrics": records[2].metrics, "report": (root / "runs" / "tiny" / "report.md").read_text(),
             "reference": reference, "manifest": json.loads((path / "manifest.json").read_text())}
 
 
@@ -104,6 +105,24 @@ def test_layout_and_graphs(bundle: dict) -> None:
         assert contrib_ops(path / "onnx/model_quantized.onnx") and not manifest["graph"]["portable"]
         assert invariance["run_rows_separately"] and "DynamicQuantizeLinear" in invariance["dynamic_ops"]
         assert json.loads((path / "config.json").read_text())["edgedistill"]["run_rows_separately"]
+
+
+def test_runtime_is_batch_invariant(bundle: dict) -> None:
+    """The runtime's INT8 vectors do not depend on batch mates; the quantize stage measured and reported it."""
+    from edgedistill.runtime import OnnxEncoder
+
+    model = load(bundle["path"])
+    alone, batched = model.encode(SENTENCES, batch_size=1), model.encode(SENTENCES, batch_size=len(SENTENCES))
+    assert np.abs(alone - batched).max() <= 1e-6
+    measured = bundle["quantize_metrics"]["batch_invariance"]
+    assert measured["served"]["min_cosine"] >= INT8_MIN_COSINE and "Batch invariance" in bundle["report"]
+    raw = OnnxEncoder(bundle["path"])
+    raw.rows_separately = False  # the graph as is, one call for the whole batch
+    drift = np.abs(alone - raw.encode(SENTENCES, batch_size=len(SENTENCES))).max()
+    if bundle["name"] == "fused-dynamic":  # per-batch activation scales: the vectors move
+        assert model.rows_separately and drift > 1e-4 and measured["graph"]["max_abs_diff"] > 1e-4
+    else:  # static scales: invariant as is
+        assert not model.rows_separately and drift <= 1e-6 and measured["graph_invariant"]
 
 
 def test_plain_onnxruntime(bundle: dict) -> None:
