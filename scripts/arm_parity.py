@@ -38,10 +38,13 @@ ORT_VERSION = "1.27.0"
 CPUS = ("cortex-a72", "neoverse-n1")
 # Closure of python3.11-minimal + libpython3.11-stdlib + libstdc++6 on Debian 12 arm64 (apt-cache depends --recurse,
 # without perl, dpkg, tar and docs).
-DEBS = ("gcc-12-base libbz2-1.0 libc6 libcrypt1 libdb5.3 libexpat1 libffi8 libgcc-s1 liblzma5 libncursesw6 libnsl2 "
-        "libpython3.11-minimal libpython3.11-stdlib libreadline8 libsqlite3-0 libssl3 libstdc++6 libtinfo6 "
-        "libtirpc3 libuuid1 python3.11-minimal zlib1g libgssapi-krb5-2 libk5crypto3 libkeyutils1 libkrb5-3 "
-        "libkrb5support0 libcom-err2 libgdbm6 media-types").split()
+DEBS = (
+    "gcc-12-base", "libbz2-1.0", "libc6", "libcrypt1", "libdb5.3", "libexpat1", "libffi8", "libgcc-s1",
+    "liblzma5", "libncursesw6", "libnsl2", "libpython3.11-minimal", "libpython3.11-stdlib",
+    "libreadline8", "libsqlite3-0", "libssl3", "libstdc++6", "libtinfo6", "libtirpc3", "libuuid1",
+    "python3.11-minimal", "zlib1g", "libgssapi-krb5-2", "libk5crypto3", "libkeyutils1", "libkrb5-3",
+    "libkrb5support0", "libcom-err2", "libgdbm6", "media-types",
+)
 SKIP = 77
 SENTENCES = [
     "A man is playing a guitar.", "A woman is slicing an onion.", "Two dogs are running through a field.",

@@ -48,12 +48,11 @@ def search_sentences(cfg: QuantizeStage, ctx: StageContext) -> tuple[list[str], 
 
 
 def run(cfg: QuantizeStage, ctx: StageContext) -> StageResult:
+    from edgedistill import portable
     from edgedistill.quant import calibration, invariance, measure
+    from edgedistill.quant.presets import PORTABLE_GRAPH_TARGETS
     from edgedistill.quant.search import Budget, Search, SearchConfig, cleanup
     from edgedistill.runtime import OnnxEncoder
-
-    from edgedistill import portable
-    from edgedistill.quant.presets import PORTABLE_GRAPH_TARGETS
 
     needs_portable = cfg.target in PORTABLE_GRAPH_TARGETS
     source = portable.portable_source(ctx.input.path, ctx.work_dir, cfg.target) if needs_portable else ctx.input.path

@@ -5,13 +5,14 @@ usage: python fastembed_client.py BUNDLE_DIR SENTENCES_JSON  -> JSON {precision:
 
 import json
 import sys
+from pathlib import Path
 
 from fastembed import TextEmbedding
 from fastembed.common.model_description import ModelSource, PoolingType
 
 bundle, sentences_file = sys.argv[1:3]
-manifest = json.load(open(f"{bundle}/manifest.json"))
-sentences = json.load(open(sentences_file))
+manifest = json.loads(Path(bundle, "manifest.json").read_text())
+sentences = json.loads(Path(sentences_file).read_text())
 rows = manifest.get("batch_invariance", {}).get("run_rows_separately", False)
 result = {}
 for precision, model_file in manifest["models"].items():
