@@ -125,6 +125,19 @@ def test_runtime_is_batch_invariant(bundle: dict) -> None:
         assert not model.rows_separately and drift <= 1e-6 and measured["graph_invariant"]
 
 
+def test_embed_cli_picks_a_graph(bundle: dict, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from edgedistill.cli import main
+
+    for precision in ("fp32", "int8"):
+        out = tmp_path / f"{precision}.npy"
+        result = CliRunner().invoke(main, ["embed", str(bundle["path"]), *SENTENCES[:3], "--precision", precision,
+                                           "-o", str(out)])
+        assert result.exit_code == 0, result.output
+        assert np.abs(np.load(out) - bundle["reference"][precision][:3]).max() <= 1e-6
+
+
 def test_plain_onnxruntime(bundle: dict) -> None:
     """What the bundle README tells an app without edgedistill to do: tokenizers + onnxruntime."""
     import onnxruntime as ort
