@@ -53,6 +53,7 @@ def write_bundle(run_dir: Path, records: list[StageRecord], teacher: dict[str, A
     Written to a temporary folder and swapped in, so the bundle folder is never half-written.
     Returns None when the final artifact is not an ONNX bundle (e.g. a distill-only recipe).
     """
+    from edgedistill.client_layout import write_layout
     from edgedistill.manifest import read_manifest, write_manifest
 
     source = records[-1].artifact.path
@@ -64,8 +65,9 @@ def write_bundle(run_dir: Path, records: list[StageRecord], teacher: dict[str, A
         shutil.rmtree(leftover, ignore_errors=True)
     tmp = run_dir / f".{BUNDLE_DIR}.{os.getpid()}.tmp"
     tmp.mkdir()
-    for name in (manifest["model"], manifest["tokenizer"]):
-        shutil.copy2(source / name, tmp / name)
+    shutil.copy2(source / manifest["tokenizer"], tmp / manifest["tokenizer"])
+    sources = [r.artifact.path for r in records if (r.artifact.path / "manifest.json").is_file()]
+    manifest.update(write_layout(tmp, manifest, sources))
     manifest.pop("sha256", None)
     manifest["source"] = {"recipe": run_dir.name, "artifact": str(source.relative_to(run_dir))
                           if source.is_relative_to(run_dir) else str(source),

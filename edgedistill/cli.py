@@ -151,8 +151,10 @@ def recipes() -> None:
 @click.option("--tokenizer-in-graph", is_flag=True, help="Use model_with_tokenizer.onnx (needs onnxruntime-extensions).")
 @click.option("--threads", type=int, default=0, show_default=True, help="onnxruntime intra-op threads; 0 = all cores.")
 @click.option("--no-check", is_flag=True, help="Skip the sha256 check of the bundle's files.")
+@click.option("--precision", type=click.Choice(["fp32", "int8"]), default=None,
+              help="Which of the bundle's graphs (onnx/model.onnx, onnx/model_quantized.onnx); default: the final one.")
 def embed(bundle: Path, texts: tuple[str, ...], text_file, fmt: str, output: Path | None, tokenizer_in_graph: bool,
-          threads: int, no_check: bool) -> None:
+          threads: int, no_check: bool, precision: str | None) -> None:
     """Embed TEXTS with a deploy BUNDLE (e.g. runs/mpnet-to-tiny/bundle), using only onnxruntime, tokenizers
     and numpy: no torch."""
     import json
@@ -165,7 +167,8 @@ def embed(bundle: Path, texts: tuple[str, ...], text_file, fmt: str, output: Pat
     if not items:
         _fail(EdgedistillError("embed: no texts; pass them as arguments or with --file FILE (one per line)"))
     try:
-        model = load(bundle, tokenizer_in_graph=tokenizer_in_graph, threads=threads, check=not no_check)
+        model = load(bundle, tokenizer_in_graph=tokenizer_in_graph, threads=threads, check=not no_check,
+                     precision=precision)
     except EdgedistillError as e:
         _fail(e)
     vectors = model.encode(items)

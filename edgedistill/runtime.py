@@ -37,13 +37,25 @@ def _session(model_path: Path, threads: int, custom_ops: str | None = None, spin
     return ort.InferenceSession(str(model_path), sess_options=options, providers=["CPUExecutionProvider"])
 
 
+def model_for(manifest: dict, precision: str | None, path: Path) -> str:
+    """The graph file for ``precision`` ('fp32', 'int8'; None: the bundle's final model, manifest["model"])."""
+    if precision is None:
+        return str(manifest.get("model", "model.onnx"))
+    models = manifest.get("models") or {manifest.get("precision", "int8" if manifest.get("quantization") else "fp32"):
+                                        manifest.get("model", "model.onnx")}
+    if precision not in models:
+        raise BundleError(f"{path}: no {precision} graph in this bundle (it has {', '.join(sorted(models))})")
+    return str(models[precision])
+
+
 class OnnxEncoder:
     """An exported bundle (model.onnx + tokenizer.json + manifest.json), run with onnxruntime.
 
     Uses only onnxruntime, tokenizers and numpy, the same code path an app would take.
     """
 
-    def __init__(self, path: Path, threads: int = 0, model_file: str = "model.onnx", spin: bool = True) -> None:
+    def __init__(self, path: Path, threads: int = 0, model_file: str | None = None, spin: bool = True,
+                 precision: str | None = None) -> None:
         from tokenizers import Tokenizer
 
         path = Path(path)
@@ -58,7 +70,13 @@ class OnnxEncoder:
         self.tokenizer = Tokenizer.from_file(str(path / manifest.get("tokenizer", "tokenizer.json")))
         self.tokenizer.enable_truncation(max_length=self.max_seq_length)
         self.tokenizer.enable_padding(pad_id=int(manifest["pad_token_id"]), pad_token=manifest["pad_token"])
-        self.model_path = path / model_file
+        chosen = model_file or model_for(manifest, precision, path)
+        self.model_path = path / chosen
+        # A dynamically quantized graph takes its activation scales from the whole input tensor, so a sentence's
+        # vector would depend on its batch mates (and their padding): the quantize stage then records
+        # run_rows_separately and such a graph is run one row at a time (attribute settable, e.g. to measure).
+        self.rows_separately = bool(manifest.get("batch_invariance", {}).get("run_rows_separately")) and (
+            chosen == manifest.get("model", "model.onnx"))
         self.session = _session(self.model_path, threads, spin=spin)
 
     def _feeds(self, sentences: list[str]) -> dict[str, np.ndarray]:
@@ -74,6 +92,8 @@ class OnnxEncoder:
         sentences = list(sentences)
         # Sort by length so each batch pads little, then restore the caller's order.
         order = np.argsort([-len(s) for s in sentences], kind="stable")
+        if self.rows_separately:
+            batch_size = 1
         out = np.zeros((len(sentences), self.dimension), dtype=np.float32)
         for start in range(0, len(sentences), batch_size):
             idx = order[start : start + batch_size]
@@ -111,11 +131,12 @@ class InGraphEncoder:
 
 
 def load(path: str | Path, *, tokenizer_in_graph: bool = False, threads: int = 0,
-         check: bool = True) -> OnnxEncoder | InGraphEncoder:
-    """Open a deploy bundle for encoding; ``check`` verifies every file's sha256 first."""
+         check: bool = True, precision: str | None = None) -> OnnxEncoder | InGraphEncoder:
+    """Open a deploy bundle for encoding; ``check`` verifies every file's sha256 first. ``precision`` ('fp32' or
+    'int8') picks one of the bundle's graphs; by default the final one (manifest["model"])."""
     path = Path(path)
     if not path.is_dir():
         raise BundleError(f"{path}: no such bundle folder")
     if check:
         verify(path)
-    return InGraphEncoder(path, threads) if tokenizer_in_graph else OnnxEncoder(path, threads)
+    return InGraphEncoder(path, threads) if tokenizer_in_graph else OnnxEncoder(path, threads, precision=precision)

@@ -31,8 +31,10 @@ def run(tmp_path_factory: pytest.TempPathFactory, tiny_world: dict) -> tuple[Pat
 def test_run_ends_with_a_complete_bundle(run: tuple[Path, list]) -> None:
     run_dir, records = run
     bundle = run_dir / "bundle"
-    files = {p.name for p in bundle.iterdir()}
-    assert files == {"model.onnx", "tokenizer.json", "manifest.json", "README.md", "model_with_tokenizer.onnx"}
+    files = {p.relative_to(bundle).as_posix() for p in bundle.rglob("*") if p.is_file()}
+    assert files == {"onnx/model.onnx", "onnx/model_quantized.onnx", "config.json", "tokenizer.json",
+                     "tokenizer_config.json", "special_tokens_map.json", "manifest.json", "README.md",
+                     "model_with_tokenizer.onnx"}
     assert not list(run_dir.glob(".bundle*"))
     manifest = json.loads((bundle / "manifest.json").read_text())
     for name, digest in manifest["sha256"].items():
@@ -43,6 +45,12 @@ def test_run_ends_with_a_complete_bundle(run: tuple[Path, list]) -> None:
     assert manifest["pooling"] == "mean" and manifest["normalized"]
     assert manifest["max_seq_length"] == records[0].config["max_seq_length"]
     assert manifest["opset"] >= 18 and manifest["quantization"]  # the quantize stage's record travels along
+    assert manifest["model"] == "onnx/model_quantized.onnx" and manifest["precision"] == "int8"
+    assert manifest["models"] == {"fp32": "onnx/model.onnx", "int8": "onnx/model_quantized.onnx"}
+    config = json.loads((bundle / "config.json").read_text())
+    assert config["model_type"] == "bert" and config["edgedistill"]["output"] == "sentence_embedding"
+    tokenizer_config = json.loads((bundle / "tokenizer_config.json").read_text())
+    assert tokenizer_config["model_max_length"] == manifest["max_seq_length"]
     # The figures are the report's: final row quality, the profile stage's latency.
     report = json.loads((run_dir / "report.json").read_text())
     final_row = report["rows"][-1]
@@ -61,6 +69,8 @@ def test_bundle_embeds_like_the_final_artifact(run: tuple[Path, list]) -> None:
     texts = make_sentences(6, seed=21)
     shipped = load(run_dir / "bundle").encode(texts, batch_size=1)
     assert np.abs(shipped - load(records[2].artifact.path, check=False).encode(texts, batch_size=1)).max() < 1e-6
+    fp32 = load(run_dir / "bundle", precision="fp32").encode(texts)
+    assert np.abs(fp32 - load(records[1].artifact.path, check=False).encode(texts)).max() < 1e-6
     in_graph = load(run_dir / "bundle", tokenizer_in_graph=True).encode(texts)
     assert np.abs(in_graph - shipped).max() < 1e-4
 

@@ -93,6 +93,10 @@ def arm64() -> list[QuantSettings]:
     ]
 
 
+# Targets whose runtimes may lack onnxruntime's contrib ops (reduced-operator mobile builds): the quantize stage
+# starts from the plain graph (ai.onnx ops only) and dynamic quantization emits MatMulInteger, not QAttention.
+PORTABLE_GRAPH_TARGETS = frozenset({"arm64"})
+
 PRESETS: dict[str, Callable[[], list[QuantSettings]]] = {
     "portable": portable,
     "arm64": arm64,

@@ -22,6 +22,7 @@ from edgedistill.tasks import get_task
 log = logging.getLogger(__name__)
 
 CONFIG_FILE = "quantization_config.json"
+INVARIANCE_SENTENCES = 128  # alone vs in batches of 64 (edgedistill.quant.invariance)
 
 
 def candidate_settings(cfg: QuantizeStage) -> list:
@@ -47,9 +48,12 @@ def search_sentences(cfg: QuantizeStage, ctx: StageContext) -> tuple[list[str], 
 
 
 def run(cfg: QuantizeStage, ctx: StageContext) -> StageResult:
-    from edgedistill.quant import calibration, measure
+    from edgedistill import portable
+    from edgedistill.quant import calibration, invariance, measure
+    from edgedistill.quant.presets import PORTABLE_GRAPH_TARGETS
     from edgedistill.quant.search import Budget, Search, SearchConfig, cleanup
-    source = ctx.input.path
+    needs_portable = cfg.target in PORTABLE_GRAPH_TARGETS
+    source = portable.portable_source(ctx.input.path, ctx.work_dir, cfg.target) if needs_portable else ctx.input.path
     candidates = candidate_settings(cfg)
     calib, proxy_sentences = search_sentences(cfg, ctx)
     budget = Budget(dict(ctx.input_evaluation), list(cfg.budget_metrics), cfg.max_drop, cfg.max_size_mb)
@@ -113,7 +117,10 @@ def run(cfg: QuantizeStage, ctx: StageContext) -> StageResult:
     os.replace(chosen.bundle, ctx.artifact_dir)
     cleanup(result, keep=None)
     shutil.rmtree(work, ignore_errors=True)
+    shutil.rmtree(ctx.work_dir / "portable-source", ignore_errors=True)
     write_config(ctx.artifact_dir, cfg, chosen, measured)
+    metrics["graph"] = portable.record(ctx.artifact_dir, cfg.target, needs_portable)
+    metrics["batch_invariance"] = invariance.record(ctx.artifact_dir, proxy_sentences[:INVARIANCE_SENTENCES], threads)
     return StageResult(metrics=metrics)
 
 
@@ -168,6 +175,10 @@ def report_section(metrics: dict) -> str:
             f"| {t['trial']} | {t['setting']} | {len(t.get('excluded_groups', []))} | {_f(t.get('proxy_cosine'), '.4f')} "
             + "".join(f"| {_f(t.get(m), '.2f')} " for m in quality) + f"| {_f(drop, '.2f')} "
             f"| {_f(t.get('latency_ms_p50'), '.3f')} | {_f(t.get(b), '.3f')} | {_f(t.get('size_mb'), '.1f')} | {mark} |")
+    if metrics.get("batch_invariance"):
+        from edgedistill.quant.invariance import report_line
+
+        lines += ["", report_line(metrics["batch_invariance"])]
     for label, groups in (metrics.get("sensitivity") or {}).items():
         top = ", ".join(f"{g['group']} ({g['proxy_error']:.1e})" for g in groups[:5])
         lines += ["", f"Most sensitive ({label}; 1 - proxy agreement with fp32 when quantized alone): {top}."]

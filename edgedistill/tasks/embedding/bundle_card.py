@@ -44,13 +44,19 @@ def bundle_card(manifest: dict) -> str:
         + (", INT8" if manifest.get("quantization") else ", fp32") + ").", "",
         "| file | what |", "|---|---|",
         (f"| `{manifest['model']}` | the whole model: {inputs} (int64, [batch, sequence]) -> `{manifest['output']}` "
-        f"(float32, [batch, {manifest['dimension']}]) |"),
+        f"(float32, [batch, {manifest['dimension']}]), pooled and L2-normalised inside the graph |"),
+        *[f"| `{f}` | the same model in {p} |" for p, f in manifest.get("models", {}).items() if f != manifest["model"]],
         f"| `{manifest['tokenizer']}` | the tokenizer (Hugging Face tokenizers format) |",
+        ("| `config.json`, `tokenizer_config.json`, `special_tokens_map.json` | for other clients (transformers.js, "
+         "fastembed): the encoder's config, max length and special tokens |"),
     ]
     if manifest.get("variants", {}).get("tokenizer_in_graph"):
         v = manifest["variants"]["tokenizer_in_graph"]
         lines.append(f"| `{v['file']}` | strings in, embeddings out (needs onnxruntime-extensions); max abs diff "
                      f"{v['check_vs_two_file']['max_abs_diff']:.1e} vs the two-file path |")
+    if manifest.get("batch_invariance", {}).get("run_rows_separately"):
+        lines.append("| | the INT8 graph quantizes activations per batch: embed **one sentence per call** so a vector "
+                     "does not depend on its batch mates (edgedistill's runtime does) |")
     lines += [
         "| `manifest.json` | inputs, outputs, settings, sha256 of every file, quality and latency |", "",
         "## Quality and speed", "",

@@ -36,6 +36,7 @@ POOLING_MODES = ("mean", "cls", "max")
 VALIDATION_BATCH_SIZES = (1, 7, 32)
 LENGTH_BUCKETS = ((1, 16), (17, 64), (65, 10**9))  # tokens, including special tokens
 OPTIMIZED_FILE = "model.optimized.onnx"
+PLAIN_FILE = "model.plain.onnx"  # kept when the fused graph replaces model.onnx (edgedistill.portable)
 
 
 def pooling_mode(model: SentenceTransformer) -> str:
@@ -278,6 +279,8 @@ def optimize_graph(model: SentenceTransformer, cfg: ExportStage, bundle: Path, s
              latency["optimized"]["latency_ms_p50"], latency["plain"]["latency_ms_p50"], result["speedup"],
              result["rounds_won"], result["rounds"], threads_label(threads), "applied" if result["applied"] else "not applied")
     if result["applied"]:
+        # The plain graph (ai.onnx ops only) stays beside it for targets without onnxruntime's contrib ops.
+        os.replace(bundle / "model.onnx", bundle / PLAIN_FILE)
         os.replace(bundle / OPTIMIZED_FILE, bundle / "model.onnx")
     else:
         (bundle / OPTIMIZED_FILE).unlink()
@@ -328,6 +331,7 @@ def run(cfg: ExportStage, ctx: StageContext) -> StageResult:
     bundle.mkdir(parents=True)
     inputs = export_onnx(model, bundle / "model.onnx", cfg.opset, cfg.exporter)
     model[0].tokenizer.save_pretrained(str(bundle))
+    model[0].auto_model.config.to_json_file(str(bundle / "config.json"))  # for the deploy bundle's clients
     for extra in ("vocab.txt", "special_tokens_map.json", "chat_template.jinja"):
         (bundle / extra).unlink(missing_ok=True)
     opset = graph_opset(bundle / "model.onnx")
@@ -347,6 +351,8 @@ def run(cfg: ExportStage, ctx: StageContext) -> StageResult:
     manifest["graph"] = {"optimized": applied,
                          "fusions": metrics["optimization"]["fusions"] if applied else {},
                          "needs": "onnxruntime (com.microsoft contrib ops)" if applied else "any ONNX runtime"}
+    if applied:
+        manifest["graph"]["plain"] = PLAIN_FILE
     manifest["tokenizer_in_graph"] = cfg.tokenizer_in_graph
     if cfg.tokenizer_in_graph:
         manifest["tokenizer_in_graph_tolerance"] = cfg.tokenizer_in_graph_tolerance
