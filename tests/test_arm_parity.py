@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from edgedistill.recipe import load_recipe
-from edgedistill.runner import Runner
+from edgedistill.pipeline import run_recipe
 from tests.conftest import tiny_recipe, write_recipe
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "arm_parity.py"
@@ -37,7 +37,7 @@ def test_arm64_int8_matches_x86(method: str, tmp_path: Path, tiny_world: dict,
     recipe = tiny_recipe(tiny_world)
     recipe["stages"] = recipe["stages"][:3]
     recipe["stages"][2].update(target="arm64", method=method, calibration_sentences=50)
-    Runner(load_recipe(write_recipe(tmp_path / "r.yaml", recipe)), tmp_path / "runs").run()
+    run_recipe(load_recipe(write_recipe(tmp_path / "r.yaml", recipe)), tmp_path / "runs")
     monkeypatch.setenv("EDGEDISTILL_CACHE", str(Path.home() / ".cache" / "edgedistill"))  # keep the aarch64 sysroot
     result = _script().parity(tmp_path / "runs" / "tiny" / "bundle")
     assert result["graph_portable"] and result["quantization"]["method"] == method

@@ -28,7 +28,7 @@ import pytest
 
 from edgedistill.portable import contrib_ops
 from edgedistill.recipe import load_recipe
-from edgedistill.runner import Runner
+from edgedistill.pipeline import run_recipe
 from edgedistill.runtime import load
 from tests.conftest import tiny_recipe, write_recipe
 from tests.tiny import WORDS, make_sentences
@@ -54,7 +54,7 @@ def bundle(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     recipe["stages"][1].update(optimize="always", timing_sentences=4, timing_rounds=3)
     if request.param == "arm64-static":
         recipe["stages"][2].update(target="arm64", method="static", calibration_sentences=50)
-    records = Runner(load_recipe(write_recipe(root / "r.yaml", recipe)), root / "runs").run()
+    records = run_recipe(load_recipe(write_recipe(root / "r.yaml", recipe)), root / "runs")
     path = root / "runs" / "tiny" / "bundle"
     sentences = root / "sentences.json"
     sentences.write_text(json.dumps(SENTENCES))
