@@ -108,15 +108,17 @@ def markdown(results: list[dict]) -> str:
     lines = ["# Ship check", ""]
     for r in results:
         q = r["quantization"] or {}
-        lines += [f"## {Path(r['bundle']).parent.name}: {q.get('target')} {q.get('method')}, graph portable "
-                  f"{r['graph'].get('portable')}", "",
+        title = (f"## {Path(r['bundle']).parent.name}: {q.get('target')} {q.get('method')}, graph portable "
+                 f"{r['graph'].get('portable')}")
+        lines += [title, "",
                   "| client | precision | way | max abs diff | min cosine |", "|---|---|---|---|---|"]
         lines += [f"| {c['client']} | {c['precision']} | {c['way']} | {c['max_abs_diff']:.1e} | {c['min_cosine']:.7f} |"
                   for c in r["clients"]]
         b = r["batch_invariance"]
-        lines += ["", f"Batch invariance (128 SNLI sentences alone vs batches of 64): graph as is min cosine "
-                  f"{b['graph']['min_cosine']:.6f} (mean {b['graph']['mean_cosine']:.6f}); served by the runtime "
-                  f"{b['served']['min_cosine']:.6f}; run_rows_separately {b['run_rows_separately']}.", ""]
+        summary = (f"Batch invariance (128 SNLI sentences alone vs batches of 64): graph as is min cosine "
+                   f"{b['graph']['min_cosine']:.6f} (mean {b['graph']['mean_cosine']:.6f}); served by the runtime "
+                   f"{b['served']['min_cosine']:.6f}; run_rows_separately {b['run_rows_separately']}.")
+        lines += ["", summary, ""]
         if r["arm"]:
             lines += ["| qemu CPU | aarch64 onnxruntime | min cosine vs x86 | mean | max abs diff |", "|---|---|---|---|---|"]
             lines += [f"| {a['cpu']} | {a['onnxruntime']} | {a['min_cosine']:.7f} | {a['mean_cosine']:.7f} | "
