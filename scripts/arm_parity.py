@@ -145,9 +145,13 @@ def parity(bundle: Path, precision: str = "int8", sentences: list[str] | None = 
     for cpu in cpus:
         arm, facts = embed_on_arm(bundle, precision, sentences, ort_version, cpu)
         cos = _cosines(x86, arm)
+        worst = int(cos.argmin())  # the sentence where the two sides differ most: which one moved from fp32?
         result["arm"].append({**facts, "min_cosine": float(cos.min()), "mean_cosine": float(cos.mean()),
                               "max_abs_diff": float(np.abs(x86 - arm).max()),
-                              "min_cosine_to_fp32": float(_cosines(arm, fp32).min())})
+                              "min_cosine_to_fp32": float(_cosines(arm, fp32).min()),
+                              "worst_sentence": {"text": sentences[worst][:80],
+                                                 "x86_cosine_to_fp32": float(_cosines(x86, fp32)[worst]),
+                                                 "arm_cosine_to_fp32": float(_cosines(arm, fp32)[worst])}})
     result["min_cosine"] = min(r["min_cosine"] for r in result["arm"])
     return result
 
