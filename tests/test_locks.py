@@ -1,7 +1,7 @@
 """Runs that lock: a second run of the same run folder waits or exits with one line naming the holder; two
 recipes sharing the label and teacher-evaluation caches at once both finish with the caches intact.
 
-Real `edgedistill run` subprocesses on tiny models (distill -> export, one thread each): ~30 s in all.
+Real `edgedistill run` subprocesses on tiny models (one short distill stage, one thread each).
 """
 
 from __future__ import annotations
@@ -23,9 +23,10 @@ from tests.conftest import tiny_recipe, write_recipe
 
 def _short_recipe(world: dict, name: str = "tiny") -> dict:
     recipe = tiny_recipe(world, name=name)
-    distill, export = recipe["stages"][:2]
-    export.update(optimize="never", check_sentences=8)
-    recipe["stages"] = [distill, export]
+    distill = recipe["stages"][0]
+    distill["student"]["projection_sentences"] = 40
+    distill.update(train_sentences=60, validation_sentences=0, eval_steps=0)
+    recipe["stages"] = [distill]
     return recipe
 
 
@@ -72,7 +73,7 @@ def test_wait_starts_when_the_holder_finishes(tmp_path: Path, tiny_world: dict) 
         assert not list((runs / "tiny").glob(".tmp-*")) and not list((runs / "tiny").glob("0*"))
     assert proc.wait(timeout=600) == 0, log.read_text()[-3000:]
     assert f"pid {os.getpid()}" in log.read_text()
-    assert len(list((runs / "tiny").glob("0*"))) == 2
+    assert len(list((runs / "tiny").glob("0*"))) == 1
     assert json.loads((runs / "tiny" / RUN_LOCK).read_text())["pid"] == proc.pid
 
 
@@ -91,7 +92,7 @@ def test_same_recipe_twice_at_once_never_corrupts(tmp_path: Path, tiny_world: di
     if code:
         assert "in use by another edgedistill run" in err
     folders = sorted((runs / "tiny").glob("0*"))
-    assert [f.name[:9] for f in folders] == ["00-distil", "01-export"]
+    assert [f.name[:10] for f in folders] == ["00-distill"]
     assert all(check_folder(f, full=True) == [] for f in folders)
     assert not list((runs / "tiny").glob(".tmp-*"))
 
@@ -109,7 +110,7 @@ def test_two_recipes_share_the_caches_at_once(tmp_path: Path, tiny_world: dict) 
     labels = [p for p in (cache / "labels").glob("*.npy") if not p.name.startswith(".")]
     assert labels and all(np.load(p).ndim == 2 for p in labels)
     assert not [p for p in (cache / "labels").iterdir() if p.name.startswith(".") and p.name != ".locks"]
-    metrics = [json.loads(next((runs / n).glob("01-export-*/metrics.json")).read_text())["evaluation"]
+    metrics = [json.loads(next((runs / n).glob("00-distill-*/metrics.json")).read_text())["evaluation"]
                for n in ("a", "b")]
     assert metrics[0]["sts_spearman"] == pytest.approx(metrics[1]["sts_spearman"], abs=1e-5)
 

@@ -248,7 +248,11 @@ def run(cfg: DistillStage, ctx: StageContext) -> StageResult:
     if cfg.student.projection == "pca" and student.get_embedding_dimension() != teacher_dim:
         labels = pca_reduce(labels, student.get_embedding_dimension())
         info["pca_dimension"] = int(labels.shape[1])
-    before = ctx.evaluator.quality(TorchEncoder(student))
+    from edgedistill.progress import Progress, TrackedEncoder
+
+    progress = Progress("evaluating the student before training", ctx.evaluator.data.sentence_count(), "sentences")
+    before = ctx.evaluator.quality(TrackedEncoder(TorchEncoder(student), progress))
+    progress.close()
     log.info("student before training: %s", {k: round(v, 4) for k, v in before.items()})
 
     work = ctx.work_dir
