@@ -100,5 +100,6 @@ class StageRecord:
 def artifact_size_mb(path: Path) -> float:
     """Bytes of model weights in an artifact folder (weights and graphs, not tokenizer or docs)."""
     exts = {".onnx", ".data", ".safetensors", ".bin", ".pt"}
-    files = [p for p in Path(path).rglob("*") if p.is_file() and p.suffix in exts]
+    spare = {"model.plain.onnx"}  # the export's plain graph kept beside the fused one (edgedistill.portable)
+    files = [p for p in Path(path).rglob("*") if p.is_file() and p.suffix in exts and p.name not in spare]
     return round(sum(p.stat().st_size for p in files) / 1e6, 3)

@@ -11,7 +11,8 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 
 from edgedistill.errors import RecipeError
 from edgedistill.stages import REGISTRY, StageConfig
-from edgedistill.stages.configs import (  # noqa: F401  (re-exported: recipes and tests are written against these)
+from edgedistill.stages.configs import (  # noqa: F401  (re-exported: recipes and tests are written against these)  # noqa: F401  (source_fields: the runner's)
+    SOURCE,
     DistillStage,
     ExportStage,
     LossSpec,
@@ -19,10 +20,10 @@ from edgedistill.stages.configs import (  # noqa: F401  (re-exported: recipes an
     ProfileTarget,
     QuantizeSearch,
     QuantizeStage,
-    StudentConfig,
     Strict,
+    StudentConfig,
+    source_fields,
 )
-from edgedistill.stages.configs import SOURCE, source_fields  # noqa: F401  (source_fields: the runner's)
 
 
 class DataConfig(Strict):

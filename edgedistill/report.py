@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 from edgedistill.errors import EdgedistillError
 from edgedistill.html_report import rss_cell
-from edgedistill.tasks import get_task
 from edgedistill.profiling.bench import BUSY_CORES
+from edgedistill.tasks import get_task
 
 if TYPE_CHECKING:
     from edgedistill.contract import StageRecord

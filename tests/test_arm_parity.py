@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from edgedistill.recipe import load_recipe
 from edgedistill.pipeline import run_recipe
+from edgedistill.recipe import load_recipe
 from tests.conftest import tiny_recipe, write_recipe
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "arm_parity.py"

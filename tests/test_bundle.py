@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from edgedistill.bundle import write_bundle
-from edgedistill.recipe import load_recipe
 from edgedistill.pipeline import run_recipe
+from edgedistill.recipe import load_recipe
 from edgedistill.runtime import load
 from tests.conftest import tiny_recipe, write_recipe
 from tests.tiny import make_sentences

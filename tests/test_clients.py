@@ -26,9 +26,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edgedistill.contract import artifact_size_mb
+from edgedistill.pipeline import run_recipe
 from edgedistill.portable import contrib_ops
 from edgedistill.recipe import load_recipe
-from edgedistill.pipeline import run_recipe
 from edgedistill.runtime import load
 from tests.conftest import tiny_recipe, write_recipe
 from tests.tiny import WORDS, make_sentences
@@ -60,7 +61,7 @@ def bundle(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     sentences.write_text(json.dumps(SENTENCES))
     reference = {p: load(path, precision=p).encode(SENTENCES, batch_size=1) for p in ("fp32", "int8")}
     return {"name": request.param, "path": path, "student": records[0].artifact.path, "sentences": sentences,
-            "quantize_metrics": records[2].metrics, "report": (root / "runs" / "tiny" / "report.md").read_text(),
+            "quantize_metrics": records[2].metrics, "export": records[1].artifact.path, "report": (root / "runs" / "tiny" / "report.md").read_text(),
             "reference": reference, "manifest": json.loads((path / "manifest.json").read_text())}
 
 
@@ -101,7 +102,11 @@ def test_layout_and_graphs(bundle: dict) -> None:
         assert contrib_ops(path / "onnx/model.onnx") == [] == contrib_ops(path / "onnx/model_quantized.onnx")
         assert invariance == {"run_rows_separately": False, "graph_invariant": True, "dynamic_ops": [],
                               "graph_min_cosine": pytest.approx(1.0, abs=1e-6)}
-    else:
+    # The export keeps its plain graph beside the fused one; the artifact's size counts the graph it serves.
+    export = bundle["export"]
+    assert contrib_ops(export / "model.onnx") and not contrib_ops(export / "model.plain.onnx")
+    assert artifact_size_mb(export) == round((export / "model.onnx").stat().st_size / 1e6, 3)
+    if bundle["name"] == "fused-dynamic":
         assert contrib_ops(path / "onnx/model_quantized.onnx") and not manifest["graph"]["portable"]
         assert invariance["run_rows_separately"] and "DynamicQuantizeLinear" in invariance["dynamic_ops"]
         assert json.loads((path / "config.json").read_text())["edgedistill"]["run_rows_separately"]

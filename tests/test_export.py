@@ -11,13 +11,13 @@ import onnx
 import pytest
 
 from edgedistill import optimize
-from edgedistill.errors import GateError, RecipeError
-from edgedistill.tasks.embedding.evaluate import EvalSet
-from edgedistill.recipe import ExportStage
 from edgedistill.contract import Artifact, StageContext
+from edgedistill.errors import GateError, RecipeError
+from edgedistill.recipe import ExportStage
 from edgedistill.runtime import InGraphEncoder, OnnxEncoder
 from edgedistill.stages import export
 from edgedistill.tasks.embedding import export as embedding_export
+from edgedistill.tasks.embedding.evaluate import EvalSet
 from tests.tiny import build_st_model, make_sentences
 
 FAST = {"timing_sentences": 4, "timing_rounds": 3}

@@ -26,8 +26,8 @@ from click.testing import CliRunner
 
 from edgedistill.cli import main
 from edgedistill.integrity import KILL_ENV, check_folder
-from edgedistill.recipe import load_recipe
 from edgedistill.pipeline import run_recipe
+from edgedistill.recipe import load_recipe
 from tests.conftest import tiny_recipe, write_recipe
 
 # Quality metrics of a resumed (or repeated) run may differ from the uninterrupted one by at most this much

@@ -31,9 +31,9 @@ SENTENCES = make_sentences(12, seed=11)
 @pytest.fixture(scope="module")
 def chain(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A teacher, a distilled student and its ONNX export laid out like a run's stage folders."""
-    from edgedistill.tasks.embedding.evaluate import EvalSet, Evaluator
     from edgedistill.contract import Artifact, StageContext
     from edgedistill.stages import export
+    from edgedistill.tasks.embedding.evaluate import EvalSet, Evaluator
 
     root = tmp_path_factory.mktemp("chain")
     teacher = build_st_model(root / "teacher", family="mpnet", hidden=32, layers=2, seed=0)

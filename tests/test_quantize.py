@@ -10,16 +10,16 @@ import numpy as np
 import onnx
 import pytest
 
+from edgedistill.contract import Artifact, StageContext
 from edgedistill.errors import GateError, RecipeError
-from edgedistill.tasks.embedding.evaluate import EvalSet
 from edgedistill.quant import calibration, embedding, graph, measure, presets
 from edgedistill.quant.ort import gemm_to_matmul, prepare, quantize_file
 from edgedistill.quant.presets import QuantSettings
 from edgedistill.quant.search import Budget, Search, SearchConfig, groups_of
 from edgedistill.recipe import QuantizeStage
-from edgedistill.contract import Artifact, StageContext
 from edgedistill.runtime import OnnxEncoder
 from edgedistill.stages import quantize
+from edgedistill.tasks.embedding.evaluate import EvalSet
 from tests.tiny import build_st_model, make_sentences
 
 

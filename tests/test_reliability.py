@@ -20,8 +20,8 @@ from edgedistill.catalog import Catalog, CatalogEntry, PipSource
 from edgedistill.cli import main
 from edgedistill.errors import AssetError, StorageError
 from edgedistill.integrity import check_folder, check_model_folder, write_manifest
-from edgedistill.recipe import load_recipe
 from edgedistill.pipeline import run_recipe
+from edgedistill.recipe import load_recipe
 from tests.conftest import tiny_recipe, write_recipe
 from tests.test_assets import copy_all, make_wheel, pip_args, sha
 

@@ -12,9 +12,9 @@ import pytest
 from click.testing import CliRunner
 
 from edgedistill.cli import main
+from edgedistill.pipeline import run_recipe
 from edgedistill.recipe import load_recipe
 from edgedistill.report import compare, merge, quality_columns, regenerate
-from edgedistill.pipeline import run_recipe
 from tests.conftest import tiny_recipe, write_recipe
 
 PROFILE = {"type": "profile", "sentences": 10, "warmup": 2, "repeats": 2, "threads": [0, 1], "batch_sizes": [1, 4],

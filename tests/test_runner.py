@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from edgedistill import stages
-from edgedistill.recipe import load_recipe
 from edgedistill.pipeline import run_recipe
+from edgedistill.recipe import load_recipe
 from edgedistill.runner import Runner
 from tests.conftest import tiny_recipe, write_recipe
 

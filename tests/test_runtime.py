@@ -17,11 +17,11 @@ from packaging.requirements import Requirement
 
 import edgedistill
 from edgedistill.cli import main
-from edgedistill.tasks.embedding.evaluate import EvalSet
-from edgedistill.recipe import ExportStage
 from edgedistill.contract import Artifact, StageContext
+from edgedistill.recipe import ExportStage
 from edgedistill.runtime import BundleError, OnnxEncoder, load
 from edgedistill.stages import export
+from edgedistill.tasks.embedding.evaluate import EvalSet
 from tests.tiny import build_st_model, make_sentences
 
 RUNTIME_PACKAGES = ["onnxruntime", "numpy", "tokenizers", "click"]

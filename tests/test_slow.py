@@ -27,18 +27,18 @@ def real_cache(monkeypatch: pytest.MonkeyPatch) -> None:
     ("sentence-transformers/paraphrase-MiniLM-L3-v2", 82.41),
 ])
 def test_catalog_models_score_their_published_sts(model: str, expected: float) -> None:
+    from edgedistill.assets import resolve
     from edgedistill.data import load_sts
     from edgedistill.tasks.embedding.encoders import load_encoder
     from edgedistill.tasks.embedding.evaluate import sts_spearman
-    from edgedistill.assets import resolve
 
     score = sts_spearman(load_encoder("teacher", resolve(model)), load_sts("stsb", "test"), 64)
     assert score == pytest.approx(expected, abs=0.05)
 
 
 def test_smoke_recipe_end_to_end(tmp_path: Path) -> None:
-    from edgedistill.recipe import load_recipe
     from edgedistill.pipeline import run_recipe
+    from edgedistill.recipe import load_recipe
 
     recipe = load_recipe(shipped_recipes_dir() / "smoke.yaml")
     records = run_recipe(recipe, tmp_path)

@@ -7,12 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgedistill.errors import RecipeError
-from edgedistill.tasks.embedding.evaluate import EvalSet
-from edgedistill.recipe import ExportStage, ProfileStage, StudentConfig
 from edgedistill.contract import Artifact, StageContext
+from edgedistill.errors import RecipeError
+from edgedistill.recipe import ExportStage, ProfileStage, StudentConfig
 from edgedistill.stages import export, profile
 from edgedistill.tasks.embedding import distill
+from edgedistill.tasks.embedding.evaluate import EvalSet
 from tests.tiny import build_st_model, make_sentences
 
 

@@ -135,8 +135,8 @@ class IncSearch(Search):
 
     def _score(self, model: Path, config: dict, seconds: float) -> float:
         """Measure and evaluate one INC model; INC's score is 1 - worst relative drop (fp32 = 1.0)."""
-        from edgedistill.quant.ort import quantize_embedding
         from edgedistill.contract import artifact_size_mb
+        from edgedistill.quant.ort import quantize_embedding
 
         t0 = time.perf_counter()
         settings = settings_from_inc(config, self.candidates[0])

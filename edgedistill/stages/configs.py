@@ -7,7 +7,6 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-
 # Marks a field that names a model or data source (local path, catalog name or hub id): stage keys take a local
 # source by its content, so a folder retrained or a file rewritten in place reruns what read it.
 SOURCE = {"source": True}

@@ -12,8 +12,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from edgedistill.errors import EdgedistillError
 from edgedistill.contract import StageContext, StageResult
+from edgedistill.errors import EdgedistillError
 from edgedistill.stages.configs import ProfileStage
 from edgedistill.tasks import get_task
 

@@ -13,9 +13,9 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from edgedistill.contract import ONNX, StageContext, StageResult
 from edgedistill.errors import GateError
 from edgedistill.integrity import write_json_atomic
-from edgedistill.contract import ONNX, StageContext, StageResult
 from edgedistill.stages.configs import QuantizeStage
 from edgedistill.tasks import get_task
 

@@ -52,9 +52,8 @@ class EmbeddingTask:
                        batch_size=ev.batch_size, retrieval=retrieval)
 
     def evaluate_teacher(self, teacher: Path, data: Any, device: str) -> tuple[dict[str, float], dict[str, Any]]:
-        from edgedistill.tasks.embedding.evaluate import Evaluator, TeacherReference
-
         from edgedistill.progress import Progress, TrackedEncoder
+        from edgedistill.tasks.embedding.evaluate import Evaluator, TeacherReference
 
         progress = Progress("evaluating the teacher", data.sentence_count(reference=True), "sentences")
         encoder = TrackedEncoder(self.load("teacher", teacher, device=device), progress)

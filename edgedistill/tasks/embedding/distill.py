@@ -11,12 +11,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from edgedistill.assets import resolve
-from edgedistill.data import draw_training_sentences, load_sts, sample
-from edgedistill.tasks.embedding.encoders import TorchEncoder
-from edgedistill.errors import RecipeError
-from edgedistill.tasks.embedding.labelling import teacher_labels
 from edgedistill.contract import StageContext, StageResult
+from edgedistill.data import draw_training_sentences, load_sts, sample
+from edgedistill.errors import RecipeError
 from edgedistill.stages.configs import DistillStage, StudentConfig
+from edgedistill.tasks.embedding.encoders import TorchEncoder
+from edgedistill.tasks.embedding.labelling import teacher_labels
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer

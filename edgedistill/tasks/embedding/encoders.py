@@ -7,7 +7,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from edgedistill.contract import ONNX, TORCH as SENTENCE_TRANSFORMER
+from edgedistill.contract import ONNX
+from edgedistill.contract import TORCH as SENTENCE_TRANSFORMER
 from edgedistill.runtime import OnnxEncoder, normalise
 
 

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgedistill.errors import GateError, RecipeError
 from edgedistill.contract import StageContext, StageResult
+from edgedistill.errors import GateError, RecipeError
 from edgedistill.manifest import write_manifest
 from edgedistill.stages.configs import ExportStage
 from edgedistill.timing import threads_label
