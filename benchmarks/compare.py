@@ -77,7 +77,7 @@ def add_ratios(rows: list[dict[str, Any]], teacher_key: str = "teacher") -> None
         r["spread_pct"] = spread_pct(r.get("round_p50_ms") or [])
     timed = [r for r in rows if r.get("latency_ms_p50")]
     for flag, metric in (("front_sts", "sts_spearman"), ("front_ndcg", "retrieval_ndcg10")):
-        for r, on in zip(timed, pareto_front([(r["latency_ms_p50"], r[metric]) for r in timed])):
+        for r, on in zip(timed, pareto_front([(r["latency_ms_p50"], r[metric]) for r in timed]), strict=True):
             r[flag] = on
 
 
@@ -146,9 +146,9 @@ def files_key(path: Path) -> str:
 
 def export_bundle(name: str, source: Path, evaluator) -> Path:
     """``source`` (sentence-transformers) exported by edgedistill's export stage with its defaults, cached."""
+    from edgedistill.contract import Artifact, StageContext, content_key
     from edgedistill.integrity import write_json_atomic
     from edgedistill.recipe import ExportStage
-    from edgedistill.contract import Artifact, StageContext, content_key
     from edgedistill.stages import export
 
     cfg = ExportStage(type="export")
@@ -174,9 +174,9 @@ def plain_int8(name: str, source: Path) -> Path:
     usual export-then-quantize recipe. Cached per source graph."""
     from onnxruntime.quantization import quantize_dynamic
 
+    from edgedistill.manifest import write_manifest
     from edgedistill.quant.ort import quiet
     from edgedistill.runtime import read_manifest
-    from edgedistill.manifest import write_manifest
 
     folder = work_dir() / f"{name}-ort-int8-{files_key(source)}"
     if (folder / "manifest.json").is_file():
@@ -294,8 +294,8 @@ def candidates(runner, evaluator, notes: list[str]) -> list[dict[str, Any]]:
 def fill_quality(rows: list[dict[str, Any]], runner, evaluator) -> None:
     """Quality, parameters and size of every row: the teacher's from the runner's cache, a run's stages from
     their metrics.json (same evaluator), the rest evaluated here once and cached by files and eval config."""
-    from edgedistill.integrity import write_json_atomic
     from edgedistill.contract import artifact_size_mb, content_key
+    from edgedistill.integrity import write_json_atomic
     from edgedistill.runner import count_parameters
 
     eval_key = runner.eval_key()
@@ -454,7 +454,7 @@ def write_chart(rows: list[dict[str, Any]], path: Path, title: str) -> None:
             ax.grid(True, which="both", linewidth=0.3, alpha=0.5)
             fig.canvas.draw()  # fixes the transforms, so labels can be placed in display units
             display = [tuple(ax.transData.transform((r["latency_ms_p50"], r[metric]))) for _, r in shown]
-            for (n, r), (dx, dy) in zip(shown, place_labels(display)):
+            for (n, r), (dx, dy) in zip(shown, place_labels(display), strict=True):
                 ax.annotate(str(n), (r["latency_ms_p50"], r[metric]), textcoords="offset pixels", xytext=(dx, dy),
                             fontsize=8, color=GROUP_COLOURS.get(r["group"], "black"))
         axes[1][col].set_xlabel("batch-1 latency p50, ms (1 thread, text in, embedding out; log scale)")

@@ -43,8 +43,8 @@ ABLATIONS = {
 
 def run_one(label: str, recipe_file: str, overrides: list[str], runs_dir: Path) -> dict:
     from edgedistill.assets import resolve
-    from edgedistill.recipe import load_recipe
     from edgedistill.contract import content_key
+    from edgedistill.recipe import load_recipe
     from edgedistill.records import read_record
     from edgedistill.runner import Runner
 

@@ -24,8 +24,6 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-
 from edgedistill.data import load_sentences, sample
 from edgedistill.optimize import (
     IN_GRAPH_MODEL,
@@ -35,6 +33,8 @@ from edgedistill.optimize import (
 )
 from edgedistill.runtime import InGraphEncoder, OnnxEncoder
 from edgedistill.tasks.embedding import export
+
+ROOT = Path(__file__).resolve().parent.parent
 
 log = logging.getLogger("benchmarks.export")
 RESULTS = ROOT / "benchmarks" / "results"

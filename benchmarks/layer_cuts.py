@@ -38,9 +38,9 @@ def main() -> None:
 
     from edgedistill.assets import resolve
     from edgedistill.data import load_sts
+    from edgedistill.tasks.embedding.distill import keep_layers
     from edgedistill.tasks.embedding.encoders import TorchEncoder
     from edgedistill.tasks.embedding.evaluate import sts_spearman
-    from edgedistill.tasks.embedding.distill import keep_layers
     from edgedistill.trust import load_sentence_transformer
 
     test, dev = load_sts("stsb", "test"), load_sts("stsb", "dev")

@@ -30,18 +30,18 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-
 from edgedistill.assets import cache_dir, resolve
+from edgedistill.contract import artifact_size_mb, content_key
 from edgedistill.integrity import sha256_file
 from edgedistill.quant import calibration, graph, measure
 from edgedistill.quant.ort import prepare, quantize_file
 from edgedistill.quant.presets import PRESETS, QuantSettings
 from edgedistill.quant.search import Budget, Search, SearchConfig
 from edgedistill.recipe import load_recipe
-from edgedistill.contract import artifact_size_mb, content_key
 from edgedistill.runner import Runner
 from edgedistill.runtime import OnnxEncoder
+
+ROOT = Path(__file__).resolve().parent.parent
 
 log = logging.getLogger("benchmarks.quantize")
 RESULTS = ROOT / "benchmarks" / "results"

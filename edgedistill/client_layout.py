@@ -98,7 +98,7 @@ def write_layout(bundle: Path, manifest: dict, sources: list[Path]) -> dict[str,
     for key in ("auto_map", "is_local", "local_files_only"):  # loader state, not tokenizer settings
         tokenizer_config.pop(key, None)
     special = {k: tokenizer_config[k] for k in SPECIAL_TOKENS if isinstance(tokenizer_config.get(k), str)}
-    for name, data in zip(CLIENT_FILES, (config, tokenizer_config, special)):
+    for name, data in zip(CLIENT_FILES, (config, tokenizer_config, special), strict=True):
         (bundle / name).write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
     return {"model": models[final], "models": models, "precision": final,
             "clients": {"layout": "onnx/ + config.json + tokenizer files (transformers.js, fastembed)",

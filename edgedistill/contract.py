@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 # Artifact kinds flowing between stages; what a torch model *is* (embedding model, reranker, classifier) is the
 # recipe's task, not the kind.

@@ -122,7 +122,7 @@ def speedup_decision(plain: dict[str, Any], optimized: dict[str, Any], min_speed
     """Keep the optimised graph only if it is at least ``min_speedup`` times faster at the median and
     faster in a majority of rounds (so one noisy round cannot decide)."""
     speedup = plain["latency_ms_p50"] / optimized["latency_ms_p50"]
-    wins = sum(o < p for p, o in zip(plain["round_p50_ms"], optimized["round_p50_ms"]))
+    wins = sum(o < p for p, o in zip(plain["round_p50_ms"], optimized["round_p50_ms"], strict=True))
     rounds = len(plain["round_p50_ms"])
     helps = speedup >= min_speedup and wins > rounds / 2
     return {"speedup": round(speedup, 4), "rounds_won": wins, "rounds": rounds, "helps": helps}

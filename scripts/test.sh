@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up and run the tests: system tools a few tests need (chromium renders the HTML report and runs the browser
-# demo, openssh runs the SSH-profiling test against a loopback sshd), a virtualenv with the project and a CPU build of torch, pytest.
+# demo, openssh runs the SSH-profiling test against a loopback sshd), a virtualenv with the project and a CPU build of torch,
+# the linter, pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v chromium >/dev/null || ! command -v ssh >/dev/null || [ ! -x /usr/sbin/sshd ]; then
@@ -17,4 +18,6 @@ if command -v npm >/dev/null; then
     (cd examples/web && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)
 fi
 python3 -m venv .venv-clients && .venv-clients/bin/pip install -q -r tests/clients/requirements.txt
-python3 -m venv .venv && .venv/bin/pip install -q -e '.[dev]' && .venv/bin/python -m pytest "$@"
+python3 -m venv .venv && .venv/bin/pip install -q -e '.[dev]'
+.venv/bin/ruff check edgedistill tests benchmarks scripts  # imports, bugbear, simplify, pyupgrade (pyproject.toml)
+.venv/bin/python -m pytest "$@"

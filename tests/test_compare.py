@@ -77,7 +77,7 @@ def test_markdown_table_and_csv(compare, tmp_path):
 def test_place_labels_do_not_overlap(compare):
     points = [(100.0, 100.0), (101.0, 100.0), (102.0, 101.0), (300.0, 50.0)]
     offsets = compare.place_labels(points, size=(14.0, 10.0))
-    boxes = [(x + dx, y + dy, x + dx + 14, y + dy + 10) for (x, y), (dx, dy) in zip(points, offsets)]
+    boxes = [(x + dx, y + dy, x + dx + 14, y + dy + 10) for (x, y), (dx, dy) in zip(points, offsets, strict=True)]
     for i, a in enumerate(boxes):
         for b in boxes[i + 1:]:
             assert not (a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3])

@@ -5,11 +5,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-WORDS = (
-    "a the man woman child dog cat is are was playing running eating sitting walking on in at with "
-    "park street beach table guitar ball food water car house red blue small big two three people "
-    "girl boy music soccer bike horse grass field kitchen river bread apple young old happy quickly"
-).split()
+WORDS = ["a", "the", "man", "woman", "child", "dog", "cat", "is", "are", "was", "playing", "running", "eating", "sitting", "walking", "on", "in", "at", "with", "park", "street", "beach", "table", "guitar", "ball", "food", "water", "car", "house", "red", "blue", "small", "big", "two", "three", "people", "girl", "boy", "music", "soccer", "bike", "horse", "grass", "field", "kitchen", "river", "bread", "apple", "young", "old", "happy", "quickly"]
 
 
 def write_vocab(path: Path) -> Path:

@@ -90,7 +90,7 @@ def load_result(source: Path | dict[str, Any], where: str | None = None) -> dict
         try:
             data = json.loads(Path(source).read_text())
         except (OSError, json.JSONDecodeError) as e:
-            raise EdgedistillError(f"{where}: not a readable JSON file ({e}); pass the result.json bench.py wrote")
+            raise EdgedistillError(f"{where}: not a readable JSON file ({e}); pass the result.json bench.py wrote") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise EdgedistillError(f"{where}: not an edgedistill bench result (no \"format\": \"{FORMAT}\"); "
                                "pass the result.json written by bench.py from a bench bundle")

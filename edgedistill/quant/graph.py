@@ -117,7 +117,7 @@ def _label(found: list[tuple]) -> list[QuantNode]:
     """Layer and role of each weight node: from the module path when the exporter recorded it, else from
     the order of the BERT pattern (fused graphs lose the path on the nodes a fusion created)."""
     out = []
-    for node, by_order in zip((f[0] for f in found), _label_by_order(found)):
+    for node, by_order in zip((f[0] for f in found), _label_by_order(found), strict=True):
         scope = _scope(node)
         m = _LAYER.search(scope + ".") if scope else None
         if scope and m:

@@ -4,8 +4,9 @@ have ``report_section(metrics)``), imported only when the stage runs."""
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any, Callable, Union
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import Field
 
@@ -42,7 +43,7 @@ REGISTRY: dict[str, StageSpec] = {
     "profile": StageSpec(ProfileStage, ONNX, ONNX, "edgedistill.stages.profile", reads=("evaluation",)),
 }
 
-StageConfig = Annotated[Union[DistillStage, ExportStage, QuantizeStage, ProfileStage], Field(discriminator="type")]
+StageConfig = Annotated[DistillStage | ExportStage | QuantizeStage | ProfileStage, Field(discriminator="type")]
 
 
 def get(stage_type: str) -> Callable[[Any, StageContext], StageResult]:

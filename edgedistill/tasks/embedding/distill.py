@@ -140,7 +140,7 @@ def trim_vocabulary(model: SentenceTransformer, sentences: list[str]) -> dict:
     for added in spec.get("added_tokens", []):
         added["id"] = remap[added["id"]]
     post = spec.get("post_processor") or {}
-    for name, entry in (post.get("special_tokens") or {}).items():
+    for entry in (post.get("special_tokens") or {}).values():
         entry["ids"] = [remap[i] for i in entry["ids"]]
     for field in ("cls", "sep"):
         if isinstance(post.get(field), list):

@@ -63,7 +63,7 @@ def ndcg_at_10(query_emb: np.ndarray, corpus_emb: np.ndarray, relevant: list[set
     top = np.argsort(-scores, axis=1)[:, :10]
     discounts = 1.0 / np.log2(np.arange(2, 12))
     total = 0.0
-    for ranked, rel in zip(top, relevant):
+    for ranked, rel in zip(top, relevant, strict=True):
         dcg = sum(discounts[i] for i, doc in enumerate(ranked) if doc in rel)
         ideal = discounts[: min(len(rel), 10)].sum()
         total += dcg / ideal if ideal else 0.0

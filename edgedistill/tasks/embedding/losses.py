@@ -114,7 +114,7 @@ class HiddenStates(torch.nn.Module):
     def forward(self, b: Batch, progress: float) -> torch.Tensor:
         losses = [
             F.mse_loss(proj(b.student_hidden[s]), b.teacher_hidden[:, i])
-            for i, (s, proj) in enumerate(zip(self.student_layers, self.projections))
+            for i, (s, proj) in enumerate(zip(self.student_layers, self.projections, strict=True))
         ]
         return torch.stack(losses).mean()
 
