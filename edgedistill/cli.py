@@ -15,8 +15,13 @@ log = logging.getLogger("edgedistill")
 OVERRIDE_HELP = "Override a recipe field, e.g. --set stages.0.epochs=1 (repeatable; value parsed as YAML)."
 
 
-def _fail(err: EdgedistillError) -> None:
-    click.echo(f"error: {err}", err=True)
+def _fail(err: EdgedistillError, log_format: str = "text") -> None:
+    if log_format == "json":
+        import json
+
+        click.echo(json.dumps({"level": "error", "message": str(err), "exit_code": err.exit_code}), err=True)
+    else:
+        click.echo(f"error: {err}", err=True)
     sys.exit(err.exit_code)
 
 
@@ -61,9 +66,9 @@ def run(recipe: Path, overrides: tuple[str, ...], runs_dir: Path, full_check: bo
 
         records = run_recipe(parsed, runs_dir, full_check=full_check, wait=wait)
     except EdgedistillError as e:
-        _fail(e)
+        _fail(e, log_format)
     except OSError as e:  # not one the runner knows how to advise on: still no traceback
-        _fail(storage_error(e, "the run"))
+        _fail(storage_error(e, "the run"), log_format)
     except KeyboardInterrupt:
         click.echo("interrupted: finished stages are kept; run the same command again to resume", err=True)
         sys.exit(130)

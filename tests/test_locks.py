@@ -55,6 +55,11 @@ def test_locked_folder_is_one_line_error_naming_the_holder(tmp_path: Path, tiny_
     assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
     assert f"pid {os.getpid()}" in lines[0] and "--wait" in lines[0] and "--runs-dir" in lines[0]
     assert not list((runs / "tiny").glob("0*")) and not list((runs / "tiny").glob(".tmp-*"))
+    with _hold(runs / "tiny"):
+        done = subprocess.run([*_cmd(recipe, runs), "--log-format", "json"], check=False, env=_env(tmp_path / "cache"),
+                              capture_output=True, text=True, timeout=300)
+    (line,) = done.stderr.strip().splitlines()
+    assert json.loads(line)["exit_code"] == RunLockedError.exit_code == done.returncode
 
 
 def test_wait_starts_when_the_holder_finishes(tmp_path: Path, tiny_world: dict) -> None:
