@@ -237,7 +237,8 @@ def run(cfg: DistillStage, ctx: StageContext) -> StageResult:
     hidden_layers = sorted({t for loss in cfg.losses if loss.type == "hidden" for t in loss.layer_map.values()})
     t0 = time.perf_counter()
     labels, hidden = teacher_labels(ctx.teacher, sentences, cfg.teacher_batch_size, ctx.device,
-                                    hidden_layers=hidden_layers, processes=cfg.label_processes)
+                                    hidden_layers=hidden_layers, processes=cfg.label_processes,
+                                    backend=cfg.label_backend)
     label_s = time.perf_counter() - t0
     teacher_dim = labels.shape[1]
 
