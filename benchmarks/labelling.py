@@ -36,12 +36,14 @@ VARIANTS: dict[str, dict] = {
     "torch (today), batch 64": {"backend": "torch", "batch_size": 64},
     "torch bf16 autocast, batch 64": {"backend": "torch", "batch_size": 64, "bf16": True},
     "onnx plain, batch 64, 2 threads": {"backend": "onnx", "graph": "model.onnx", "batch_size": 64, "threads": 2},
-    "onnx fused, batch 64, 2 threads": {"backend": "onnx", "graph": "model.fused.onnx", "batch_size": 64,
-                                        "threads": 2},
-    "onnx fused, batch 16, 2 threads": {"backend": "onnx", "graph": "model.fused.onnx", "batch_size": 16,
-                                        "threads": 2},
-    "onnx fused, batch 64, 2 processes x 1 thread": {"backend": "onnx", "graph": "model.fused.onnx",
-                                                     "batch_size": 64, "threads": 1, "processes": 2},
+    "onnx fused (GELU, LayerNorm), batch 64, 2 threads": {"backend": "onnx", "graph": "model.fused.onnx",
+                                                          "batch_size": 64, "threads": 2},
+    "onnx fused + Attention, batch 64, 2 threads": {"backend": "onnx", "graph": "model.attention.onnx",
+                                                    "batch_size": 64, "threads": 2},
+    "onnx fused + Attention, batch 16, 2 threads": {"backend": "onnx", "graph": "model.attention.onnx",
+                                                    "batch_size": 16, "threads": 2},
+    "onnx fused + Attention, batch 64, 2 processes x 1 thread": {"backend": "onnx", "graph": "model.attention.onnx",
+                                                                 "batch_size": 64, "threads": 1, "processes": 2},
 }
 
 
