@@ -29,6 +29,8 @@ class PipSource:
     version: str
     sha256: str | None = None
     sdist: bool = False
+    # Extra `pip download` options, e.g. --platform/--python-version to fetch one exact, pinned wheel anywhere.
+    pip_args: tuple[str, ...] = ()
 
     @property
     def requirement(self) -> str:
@@ -521,6 +523,43 @@ ENTRIES: tuple[CatalogEntry, ...] = (
             "qrels.jsonl": "3f6c77cbdd1427cee2f52f248258b553be6b1877996fbb529aa13522ee5dd314",
         },
         license=SNLI_LICENSE,
+    ),
+)
+
+def _build_enwiki_sentences(ctx: BuildContext) -> None:
+    from edgedistill.sentence_pool import build_enwiki_sentences
+
+    build_enwiki_sentences(ctx)
+
+
+def _build_sentence_pool(ctx: BuildContext) -> None:
+    from edgedistill.sentence_pool import build_sentence_pool
+
+    build_sentence_pool(ctx)
+
+
+# The larger training pool (edgedistill/sentence_pool.py). gensim's wheels differ by platform, so one exact wheel
+# is asked for (whatever this machine is) and pinned; the Wikipedia excerpt inside it is checked by the build too.
+ENTRIES += (
+    CatalogEntry(
+        name="enwiki-sentences",
+        description="training pool: 16k sentences of ~100 English Wikipedia articles (gensim 4.4.0 test data), "
+                    "minus gensim's Lee corpus",
+        sources=(PipSource("gensim", "4.4.0", "91a7fa5e814e7b1bad4b2dffa8d62c1e55410d5cbdf930714c1997ffb4404db8",
+                           pip_args=("--platform", "manylinux_2_28_x86_64", "--python-version", "3.11",
+                                     "--implementation", "cp", "--abi", "cp311")),),
+        build=_build_enwiki_sentences,
+        outputs={"sentences.txt": "431f030f6ae3368cd9d0469fbe2a7948f4c93b7776053386921b14bdb0904299"},
+        license="CC BY-SA 3.0",
+    ),
+    CatalogEntry(
+        name="sentence-pool",
+        description="training pool: every offline source (STS-b train, SNLI train subset, Wikipedia excerpt), "
+                    "de-duplicated, held-out sentences removed",
+        depends=("stsb", "snli", "stsb-train-sentences", "snli-sentences", "enwiki-sentences"),
+        build=_build_sentence_pool,
+        outputs={"sentences.txt": "c0d2a3b846821c5c8a1ae9cef35a0ea6f92f6cd1e2652f9a713181b51704c44b"},
+        license="CC BY-SA",
     ),
 )
 
