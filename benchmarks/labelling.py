@@ -42,6 +42,8 @@ VARIANTS: dict[str, dict] = {
                                                     "batch_size": 64, "threads": 2},
     "onnx fused + Attention, batch 16, 2 threads": {"backend": "onnx", "graph": "model.attention.onnx",
                                                     "batch_size": 16, "threads": 2},
+    "onnx fused + Attention, batch 16, 2 processes x 1 thread": {"backend": "onnx", "graph": "model.attention.onnx",
+                                                                 "batch_size": 16, "threads": 1, "processes": 2},
     "onnx fused + Attention, batch 64, 2 processes x 1 thread": {"backend": "onnx", "graph": "model.attention.onnx",
                                                                  "batch_size": 64, "threads": 1, "processes": 2},
 }
@@ -130,6 +132,7 @@ def main() -> None:
                         "recipe draws them, seed 0)")
     parser.add_argument("--rounds", type=int, default=2, help="rounds; the order of variants alternates")
     parser.add_argument("--only", nargs="*", help="variant names (default: all)")
+    parser.add_argument("--append", action="store_true", help="keep earlier runs in the results (newest first)")
     parser.add_argument("--teacher", default=TEACHER, help="catalog name or folder")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -183,21 +186,26 @@ def main() -> None:
     tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
     tok.no_padding()
     tokens = [len(e.ids) for e in tok.encode_batch(sentences)]
-    record = {"teacher": args.teacher, "sentences": len(sentences), "source": "snli-sentences (draw seed 0)", "rounds": args.rounds,
+    record = {"args": " ".join(sys.argv[1:]), "teacher": args.teacher, "sentences": len(sentences), "source": "snli-sentences (draw seed 0)", "rounds": args.rounds,
               "tokens_mean": round(float(np.mean(tokens)), 1), "tokens_max": int(max(tokens)),
               "cores": os.cpu_count(), "cpu": platform.processor() or platform.machine(),
               "onnx_build": build, "others_cores_busy_overall": (overall.result() or {}).get("other_cores"),
               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "rows": rows}
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "labelling.json").write_text(json.dumps(record, indent=2) + "\n")
-    (RESULTS / "labelling.md").write_text(markdown(record))
+    runs = [record]
+    if args.append and (RESULTS / "labelling.json").is_file():
+        previous = json.loads((RESULTS / "labelling.json").read_text())
+        runs += previous.get("runs", [previous])
+    (RESULTS / "labelling.json").write_text(json.dumps({"runs": runs}, indent=2) + "\n")
+    (RESULTS / "labelling.md").write_text("\n".join(markdown(r) for r in runs))
     print(markdown(record))
 
 
 def markdown(record: dict) -> str:
     lines = [(f"### Teacher labelling, {record['sentences']} SNLI training sentences (mean {record['tokens_mean']} "
              f"tokens), {record['cores']} cores, {record['date']}"), "",
-             ("`flock /tmp/edgedistill-heavy.lock .venv/bin/python benchmarks/labelling.py` "
+             (f"`flock /tmp/edgedistill-heavy.lock .venv/bin/python benchmarks/labelling.py {record.get('args', '')}`".replace(" `", "`")
+              + " "
              f"({record['rounds']} rounds, alternating order; median; model load and warm-up excluded)"), "",
              ("| variant | sentences/s | speed-up | each round | min cosine to PyTorch | mean cosine | "
              "other processes' cores busy |"), "|---|---|---|---|---|---|---|"]
