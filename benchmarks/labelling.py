@@ -16,6 +16,7 @@ import json
 import multiprocessing
 import os
 import platform
+import shlex
 import statistics
 import subprocess
 import sys
@@ -186,7 +187,7 @@ def main() -> None:
     tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
     tok.no_padding()
     tokens = [len(e.ids) for e in tok.encode_batch(sentences)]
-    record = {"args": " ".join(sys.argv[1:]), "teacher": args.teacher, "sentences": len(sentences), "source": "snli-sentences (draw seed 0)", "rounds": args.rounds,
+    record = {"args": shlex.join(sys.argv[1:]), "teacher": args.teacher, "sentences": len(sentences), "source": "snli-sentences (draw seed 0)", "rounds": args.rounds,
               "tokens_mean": round(float(np.mean(tokens)), 1), "tokens_max": int(max(tokens)),
               "cores": os.cpu_count(), "cpu": platform.processor() or platform.machine(),
               "onnx_build": build, "others_cores_busy_overall": (overall.result() or {}).get("other_cores"),

@@ -173,10 +173,9 @@ def encode_with(backend: str, teacher: Path, sentences: list[str], batch_size: i
                 hidden_layers: list[int], processes: int) -> tuple[np.ndarray, np.ndarray | None]:
     """Encode with a resolved backend (``torch`` or ``onnx``), in one process or several."""
     if backend == "onnx":
-        from edgedistill.onnx_teacher import default_processes, encode_onnx
+        from edgedistill.onnx_teacher import encode_onnx
 
-        workers = processes if processes > 1 else default_processes(len(sentences))
-        return encode_onnx(teacher, sentences, batch_size, workers), None
+        return encode_onnx(teacher, sentences, batch_size, processes), None
     if processes == 1:
         return encode(teacher, sentences, batch_size, device, hidden_layers)
     return _encode_parallel(teacher, sentences, batch_size, device, hidden_layers, processes)

@@ -274,15 +274,6 @@ def _worker(job: tuple[str, list[str], int, int, str | None]) -> np.ndarray:
     return OnnxTeacher(Path(folder), threads, graph).encode(sentences, batch_size)
 
 
-SPLIT_MIN_SENTENCES = 1000  # below this, starting a worker per core costs more than it saves
-
-
-def default_processes(n_sentences: int) -> int:
-    """One single-threaded worker per core for a real labelling job: on 2 cores, 2 processes x 1 thread
-    labelled faster than 1 process x 2 threads (benchmarks/results/labelling.md); small jobs stay in-process."""
-    return available_cores() if n_sentences >= SPLIT_MIN_SENTENCES else 1
-
-
 def encode_onnx(teacher: Path, sentences: list[str], batch_size: int, processes: int = 1,
                 threads: int | None = None, graph: str | None = None) -> np.ndarray:
     """Normalised teacher embeddings through ONNX Runtime; ``processes`` > 1 splits the sentences over that

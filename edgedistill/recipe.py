@@ -99,8 +99,7 @@ class DistillStage(_Strict):
                                       "cosine agreement with the teacher during training.")
     checkpoint_steps: int = Field(default=200, ge=0, description="Save a resumable checkpoint every N steps.")
     processes: int = Field(default=1, ge=1, description="Data-parallel processes (torchrun, DDP).")
-    label_processes: int = Field(default=1, ge=1, description="Processes that share the teacher labelling "
-                                 "(onnx backend: 1 means one single-threaded worker per core for 1000+ sentences).")
+    label_processes: int = Field(default=1, ge=1, description="Processes that share the teacher labelling.")
     label_backend: Literal["auto", "torch", "onnx"] = Field(
         default="auto", description="Teacher labelling: onnx (the teacher as an ONNX Runtime fp32 graph, built once; "
         "faster on CPU, embeddings only), torch (sentence-transformers; CUDA, hidden states), auto (onnx on CPU "
