@@ -14,7 +14,7 @@ from edgedistill.assets import resolve
 from edgedistill.data import draw_training_sentences, load_sts, sample
 from edgedistill.encoders import TorchEncoder
 from edgedistill.errors import RecipeError
-from edgedistill.labelling import teacher_labels
+from edgedistill.labelling import label_backend, teacher_labels
 from edgedistill.recipe import DistillStage, StudentConfig
 from edgedistill.runner import StageContext, StageResult
 
@@ -279,5 +279,6 @@ def run(cfg: DistillStage, ctx: StageContext) -> StageResult:
     (ctx.artifact_dir / "train_stats.json").unlink(missing_ok=True)
     return StageResult(metrics={
         **info, **stats, "train_sentences": len(sentences), "triplets": int(cfg.triplets),
-        "label_s": round(label_s, 1), "before_training": before, "device": ctx.device,
+        "label_s": round(label_s, 1), "label_backend": label_backend(cfg.label_backend, ctx.device, hidden_layers),
+        "before_training": before, "device": ctx.device,
     })
