@@ -34,7 +34,7 @@ OPSET = 17
 EXPORTER = "torchscript"  # several times faster to export a 110M model than dynamo; gated the same way
 MIN_COSINE = 0.9999
 PLAIN, FUSED, ATTENTION = "model.onnx", "model.fused.onnx", "model.attention.onnx"
-PREFERENCE = (ATTENTION, FUSED, PLAIN)  # fastest first, as benchmarks/labelling.py measured them
+PREFERENCE = (ATTENTION, FUSED, PLAIN)  # used in this order: equal on idle cores, fused+Attention fastest on busy ones (benchmarks/labelling.py)
 CHECK_SENTENCES = [
     "A man is playing a guitar.", "Two dogs run across a snowy field.", "The cat sleeps.", "Hi", "?",
     "A woman in a red dress is dancing on the stage while the band plays loudly behind her.",
