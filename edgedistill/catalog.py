@@ -15,6 +15,8 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edgedistill.errors import AssetError
+
 logger = logging.getLogger(__name__)
 
 SNLI_LICENSE = "CC BY-SA 4.0 (SNLI 1.0, Bowman et al. 2015, https://nlp.stanford.edu/projects/snli/)"
@@ -29,6 +31,8 @@ class PipSource:
     version: str
     sha256: str | None = None
     sdist: bool = False
+    # Extra `pip download` options, e.g. --platform/--python-version to fetch one exact, pinned wheel anywhere.
+    pip_args: tuple[str, ...] = ()
 
     @property
     def requirement(self) -> str:
@@ -521,6 +525,93 @@ ENTRIES: tuple[CatalogEntry, ...] = (
             "qrels.jsonl": "3f6c77cbdd1427cee2f52f248258b553be6b1877996fbb529aa13522ee5dd314",
         },
         license=SNLI_LICENSE,
+    ),
+)
+
+
+def _build_enwiki_sentences(ctx: BuildContext) -> dict:
+    """Sentences of the English Wikipedia excerpt in gensim 4.4.0's test data, minus the Lee corpus."""
+    from edgedistill.integrity import sha256_file
+    from edgedistill.sentence_pool import (
+        ENWIKI,
+        ENWIKI_SHA256,
+        GENSIM_DATA,
+        lee_sentences,
+        prose_sentences,
+        strip_wikitext,
+        wiki_articles,
+    )
+
+    data = ctx.sources[0] / GENSIM_DATA  # type: ignore[attr-defined]
+    dump = data / ENWIKI
+    if not dump.is_file():
+        raise AssetError(f"enwiki-sentences: {ENWIKI} is not in the gensim package any more")
+    got = sha256_file(dump)
+    if got != ENWIKI_SHA256:
+        raise AssetError(f"enwiki-sentences: {ENWIKI} has sha256 {got}, expected {ENWIKI_SHA256}")
+    articles = list(wiki_articles(dump))
+    candidates = unique_sentences(s for article in articles for s in prose_sentences(strip_wikitext(article)))
+    kept = unique_sentences(candidates, exclude=_blocklist(lee_sentences(data)))
+    _write_lines(ctx.out / "sentences.txt", kept)  # type: ignore[attr-defined]
+    info = {"sentences": len(kept), "articles": len(articles), "unique_candidates": len(candidates),
+            "removed_as_lee_corpus": len(candidates) - len(kept),
+            "source": f"gensim==4.4.0 (PyPI wheel) {GENSIM_DATA / ENWIKI}, sha256 {ENWIKI_SHA256}",
+            "extraction": "articles only (no redirects); templates, tables, references, files and categories "
+                          "removed, links replaced by their text; sentences of 6-50 words, mostly letters",
+            "removed": "every line and sentence of gensim's Lee corpus (lee.cor, lee_background.cor)",
+            "license": "CC BY-SA 3.0 (Wikipedia text)"}
+    _write_info(ctx.out, "English Wikipedia sentences (gensim test excerpt)", info)  # type: ignore[attr-defined]
+    return info
+
+
+def _build_sentence_pool(ctx: BuildContext) -> dict:
+    """Every offline training source, de-duplicated, with every held-out sentence removed again."""
+    deps = ctx.deps  # type: ignore[attr-defined]
+    stsb, snli = deps["stsb"], deps["snli"]
+    sources = ("stsb-train-sentences", "snli-sentences", "enwiki-sentences")
+    counts: dict[str, int] = {}
+    texts: list[str] = []
+    for name in sources:
+        lines = (deps[name] / "sentences.txt").read_text(encoding="utf-8").splitlines()
+        counts[name] = len(lines)
+        texts.extend(lines)
+    held_out = [s for split in ("sts-dev.csv", "sts-test.csv") for s in read_sts_sentences(stsb / split)]
+    held_out += list(_snli_pair_sentences(snli / SNLI_TEST))
+    candidates = unique_sentences(texts)
+    kept = unique_sentences(candidates, exclude=_blocklist(held_out))
+    _write_lines(ctx.out / "sentences.txt", kept)  # type: ignore[attr-defined]
+    info = {"sentences": len(kept), "per_source": counts, "duplicates_removed": len(texts) - len(candidates),
+            "removed_as_held_out": len(candidates) - len(kept),
+            "sources": ", ".join(sources),
+            "removed": "every STS-b dev/test and SNLI test sentence (the sources already exclude them, and the "
+                       "Lee corpus); de-duplicated case-insensitively, final period ignored",
+            "license": "CC BY-SA (SNLI 4.0, Wikipedia 3.0); STS-b: see stsb"}
+    _write_info(ctx.out, "Training sentence pool (all offline sources)", info)  # type: ignore[attr-defined]
+    return info
+
+
+# The larger training pool (edgedistill/sentence_pool.py). gensim's wheels differ by platform, so one exact wheel
+# is asked for (whatever this machine is) and pinned; the Wikipedia excerpt inside it is checked by the build too.
+ENTRIES += (
+    CatalogEntry(
+        name="enwiki-sentences",
+        description="training pool: 16k sentences of ~100 English Wikipedia articles (gensim 4.4.0 test data), "
+                    "minus gensim's Lee corpus",
+        sources=(PipSource("gensim", "4.4.0", "91a7fa5e814e7b1bad4b2dffa8d62c1e55410d5cbdf930714c1997ffb4404db8",
+                           pip_args=("--platform", "manylinux_2_28_x86_64", "--python-version", "3.11",
+                                     "--implementation", "cp", "--abi", "cp311")),),
+        build=_build_enwiki_sentences,
+        outputs={"sentences.txt": "431f030f6ae3368cd9d0469fbe2a7948f4c93b7776053386921b14bdb0904299"},
+        license="CC BY-SA 3.0",
+    ),
+    CatalogEntry(
+        name="sentence-pool",
+        description="training pool: every offline source (STS-b train, SNLI train subset, Wikipedia excerpt), "
+                    "de-duplicated, held-out sentences removed",
+        depends=("stsb", "snli", "stsb-train-sentences", "snli-sentences", "enwiki-sentences"),
+        build=_build_sentence_pool,
+        outputs={"sentences.txt": "c0d2a3b846821c5c8a1ae9cef35a0ea6f92f6cd1e2652f9a713181b51704c44b"},
+        license="CC BY-SA",
     ),
 )
 

@@ -30,6 +30,7 @@ def test_full_chain_writes_stage_folders_and_report(tmp_path: Path, tiny_world: 
             assert (r.dir / name).is_file()
     student = records[0].artifact.path
     assert (student / "modules.json").is_file()
+    assert records[0].metrics["label_backend"] == "onnx"  # auto on CPU: the teacher labelled through ONNX Runtime
     bundle = records[2].artifact.path
     assert {"model.onnx", "tokenizer.json", "manifest.json"} <= {p.name for p in bundle.iterdir()}
     assert records[3].artifact.path == bundle  # profile hands its input on

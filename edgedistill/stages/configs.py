@@ -109,6 +109,10 @@ class DistillStage(Strict):
     checkpoint_steps: int = Field(default=200, ge=0, description="Save a resumable checkpoint every N steps.")
     processes: int = Field(default=1, ge=1, description="Data-parallel processes (torchrun, DDP).")
     label_processes: int = Field(default=1, ge=1, description="Processes that share the teacher labelling.")
+    label_backend: Literal["auto", "torch", "onnx"] = Field(
+        default="auto", description="Teacher labelling: onnx (the teacher as an ONNX Runtime fp32 graph, built once; "
+        "faster on CPU, embeddings only), torch (sentence-transformers; CUDA, hidden states), auto (onnx on CPU "
+        "unless a loss needs hidden states, else torch).")
     seed: int | None = Field(default=None, description="Training seed; null uses data.seed.")
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
@@ -117,6 +121,8 @@ class DistillStage(Strict):
         pair = [loss.type for loss in self.losses if loss.type in PAIR_LOSSES]
         if pair and not self.triplets:
             raise ValueError(f"losses {pair} train on triplets: set triplets (e.g. 5000)")
+        if self.label_backend == "onnx" and any(loss.type == "hidden" for loss in self.losses):
+            raise ValueError("label_backend onnx gives embeddings only; the hidden loss needs torch (or auto)")
         if len({loss.type for loss in self.losses}) != len(self.losses):
             raise ValueError("each loss type may appear once; combine them with weights")
         return self

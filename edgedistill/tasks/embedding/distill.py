@@ -16,7 +16,7 @@ from edgedistill.data import draw_training_sentences, load_sts, sample
 from edgedistill.errors import RecipeError
 from edgedistill.stages.configs import DistillStage, StudentConfig
 from edgedistill.tasks.embedding.encoders import TorchEncoder
-from edgedistill.tasks.embedding.labelling import teacher_labels
+from edgedistill.tasks.embedding.labelling import label_backend, teacher_labels
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -239,7 +239,8 @@ def run(cfg: DistillStage, ctx: StageContext) -> StageResult:
     hidden_layers = sorted({t for loss in cfg.losses if loss.type == "hidden" for t in loss.layer_map.values()})
     t0 = time.perf_counter()
     labels, hidden = teacher_labels(ctx.teacher, sentences, cfg.teacher_batch_size, ctx.device,
-                                    hidden_layers=hidden_layers, processes=cfg.label_processes)
+                                    hidden_layers=hidden_layers, processes=cfg.label_processes,
+                                    backend=cfg.label_backend)
     label_s = time.perf_counter() - t0
     teacher_dim = labels.shape[1]
 
@@ -284,5 +285,6 @@ def run(cfg: DistillStage, ctx: StageContext) -> StageResult:
     (ctx.artifact_dir / "train_stats.json").unlink(missing_ok=True)
     return StageResult(metrics={
         **info, **stats, "train_sentences": len(sentences), "triplets": int(cfg.triplets),
-        "label_s": round(label_s, 1), "before_training": before, "device": ctx.device,
+        "label_s": round(label_s, 1), "label_backend": label_backend(cfg.label_backend, ctx.device, hidden_layers),
+        "before_training": before, "device": ctx.device,
     })

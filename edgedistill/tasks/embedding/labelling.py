@@ -1,7 +1,10 @@
-"""Teacher labels: embeddings (and mean-pooled hidden states of chosen layers), computed once and cached.
+"""Teacher labels: embeddings (and mean-pooled hidden states of chosen layers), computed once per sentence
+and cached (edgedistill.tasks.embedding.label_cache) under the teacher's content fingerprint.
 
-Labelling can be spread over several processes (``torchrun -m edgedistill.tasks.embedding.labelling JOB.json``): each rank
-encodes every world-th sentence and the parent merges the shards in order.
+Two backends: ``torch`` (sentence-transformers; CUDA, hidden states) and ``onnx`` (the teacher exported once
+to an ONNX Runtime fp32 graph, edgedistill.tasks.embedding.onnx_teacher; faster on CPU, see benchmarks/labelling.py).
+PyTorch labelling can be spread over several processes (``torchrun -m edgedistill.tasks.embedding.labelling JOB.json``):
+each rank encodes every world-th sentence and the parent merges the shards in order.
 """
 
 from __future__ import annotations
@@ -17,8 +20,6 @@ from pathlib import Path
 import numpy as np
 
 from edgedistill.assets import cache_dir, source_fingerprint
-from edgedistill.data import fingerprint
-from edgedistill.locks import key_lock
 from edgedistill.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -67,50 +68,86 @@ def encode(teacher: Path, sentences: list[str], batch_size: int, device: str,
     return emb, hidden
 
 
+BACKENDS = ("auto", "torch", "onnx")
+
+
+def teacher_fingerprint(path: Path) -> str:
+    """The teacher's content fingerprint (``assets.source_fingerprint``: the same files give the same key wherever
+    they live; an unchanged folder costs one stat per file). The label cache is keyed by it."""
+    return source_fingerprint(path).split(":", 1)[1]
+
+
+def label_backend(backend: str, device: str, hidden_layers: list[int] | tuple[int, ...]) -> str:
+    """The backend that labels: ``auto`` is ONNX Runtime on CPU when only embeddings are needed (the
+    benchmark in benchmarks/labelling.py measures it faster), PyTorch on CUDA or when hidden states are."""
+    if backend not in BACKENDS:
+        raise ValueError(f"label backend {backend!r}: expected one of {BACKENDS}")
+    if backend == "auto":
+        return "onnx" if device == "cpu" and not hidden_layers else "torch"
+    if backend == "onnx" and hidden_layers:
+        raise ValueError("label_backend onnx gives sentence embeddings only; a hidden loss needs torch (or auto)")
+    return backend
+
+
 def teacher_labels(teacher: Path, sentences: list[str], batch_size: int, device: str,
                    hidden_layers: list[int] | tuple[int, ...] = (),
-                   processes: int = 1) -> tuple[np.ndarray, np.ndarray | None]:
-    """Cached teacher embeddings (and hidden states) of ``sentences`` under a content key."""
-    from edgedistill.contract import content_key
+                   processes: int = 1, backend: str = "torch") -> tuple[np.ndarray, np.ndarray | None]:
+    """Teacher embeddings (and hidden states) of ``sentences``, from the per-sentence label cache.
+
+    Only sentences the cache lacks are encoded, so labelling 100k sentences after 20k of them costs the new
+    80k. The cache is keyed by the teacher's content fingerprint and the backend (ONNX and PyTorch labels agree
+    to a cosine of 0.9999 but are not bit-identical, so each keeps its own store).
+    """
+    from edgedistill.tasks.embedding.label_cache import LabelStore
 
     hidden_layers = sorted(hidden_layers)
-    key = content_key("labels", source_fingerprint(teacher), fingerprint(sentences),
-                      *([hidden_layers] if hidden_layers else []))
-    folder = cache_dir() / "labels"
-    with key_lock(folder, key, "teacher labels"):
-        return _teacher_labels(teacher, sentences, batch_size, device, hidden_layers, processes, folder, key)
-
-
-def _teacher_labels(teacher: Path, sentences: list[str], batch_size: int, device: str, hidden_layers: list[int],
-                    processes: int, folder: Path, key: str) -> tuple[np.ndarray, np.ndarray | None]:
-    path, hidden_path = folder / f"{key}.npy", folder / f"{key}.hidden.npy"
-    if path.is_file() and (not hidden_layers or hidden_path.is_file()):
-        try:  # a truncated or garbled cache file is computed again
-            cached = np.load(path), np.load(hidden_path) if hidden_layers else None
-            if len(cached[0]) == len(sentences):
-                log.info("teacher labels: cached (%s)", path)
-                return cached
-        except (OSError, ValueError, EOFError) as e:
-            log.warning("teacher labels: the cached %s is damaged (%s); encoding again", path, e)
-    log.info("teacher labels: encoding %d sentences on %s with %d process(es) (cached afterwards)",
-             len(sentences), device, processes)
-    t0 = time.perf_counter()
-    if processes == 1:
-        emb, hidden = encode(teacher, sentences, batch_size, device, hidden_layers)
-    else:
-        emb, hidden = _encode_parallel(teacher, sentences, batch_size, device, hidden_layers, processes)
-    log.info("teacher labels: %.0f sentences/s", len(sentences) / (time.perf_counter() - t0))
-    folder.mkdir(parents=True, exist_ok=True)
-    if hidden is not None:
-        _save_atomic(hidden_path, hidden)
-    _save_atomic(path, emb)
+    backend = label_backend(backend, device, hidden_layers)
+    root = cache_dir() / "labels" / teacher_fingerprint(teacher)
+    emb_store = LabelStore(root / f"emb-{backend}")
+    hidden_stores = {layer: LabelStore(root / f"hidden-L{layer}-torch", dtype="float16") for layer in hidden_layers}
+    found, missing = emb_store.get(sentences)
+    hidden_found: dict[int, dict[bytes, np.ndarray]] = {}
+    for layer, store in hidden_stores.items():
+        hidden_found[layer], lacking = store.get(sentences)
+        missing = list(dict.fromkeys([*missing, *lacking]))
+    log.info("teacher labels: %d of %d sentences cached; encoding %d with %s on %s (%d process(es))",
+             len(dict.fromkeys(sentences)) - len(missing), len(dict.fromkeys(sentences)), len(missing), backend,
+             device, processes)
+    if missing:
+        t0 = time.perf_counter()
+        new_emb, new_hidden = encode_with(backend, teacher, missing, batch_size, device, hidden_layers, processes)
+        log.info("teacher labels: %.1f sentences/s (%s)", len(missing) / (time.perf_counter() - t0), backend)
+        emb_store.put(missing, new_emb)
+        found.update(zip(_keys(missing), new_emb, strict=True))
+        for j, (layer, store) in enumerate(hidden_stores.items()):
+            assert new_hidden is not None
+            store.put(missing, new_hidden[:, j])
+            hidden_found[layer].update(zip(_keys(missing), new_hidden[:, j], strict=True))
+    keys = _keys(sentences)
+    emb = np.stack([found[k] for k in keys]).astype(np.float32, copy=False)
+    hidden = None
+    if hidden_layers:
+        hidden = np.stack([np.stack([hidden_found[layer][k] for layer in hidden_layers]) for k in keys])
+        hidden = hidden.astype(np.float16, copy=False)
     return emb, hidden
 
 
-def _save_atomic(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.npy")
-    np.save(tmp, array)
-    os.replace(tmp, path)
+def _keys(sentences: list[str]) -> list[bytes]:
+    from edgedistill.tasks.embedding.label_cache import sentence_key
+
+    return [sentence_key(s) for s in sentences]
+
+
+def encode_with(backend: str, teacher: Path, sentences: list[str], batch_size: int, device: str,
+                hidden_layers: list[int], processes: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """Encode with a resolved backend (``torch`` or ``onnx``), in one process or several."""
+    if backend == "onnx":
+        from edgedistill.tasks.embedding.onnx_teacher import encode_onnx
+
+        return encode_onnx(teacher, sentences, batch_size, processes), None
+    if processes == 1:
+        return encode(teacher, sentences, batch_size, device, hidden_layers)
+    return _encode_parallel(teacher, sentences, batch_size, device, hidden_layers, processes)
 
 
 def _encode_parallel(teacher: Path, sentences: list[str], batch_size: int, device: str,
