@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgedistill import labelling
+from edgedistill.tasks.embedding import labelling
 from edgedistill.tasks.embedding.label_cache import LabelStore
 from edgedistill.tasks.embedding.labelling import teacher_fingerprint, teacher_labels
 from tests.tiny import make_sentences
@@ -103,7 +103,7 @@ def test_label_store_keeps_what_two_writers_add(tmp_path: Path) -> None:
 
 def test_onnx_backend_matches_torch_and_builds_the_graph_once(tiny_world: dict, isolated_cache: Path,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    from edgedistill import onnx_teacher
+    from edgedistill.tasks.embedding import onnx_teacher
 
     sentences = make_sentences(50, seed=25) + ["  padded with spaces  ", "x " * 200]
     torch_labels, _ = teacher_labels(tiny_world["teacher"], sentences, 8, "cpu", backend="torch")
