@@ -126,6 +126,7 @@ def silence_library_bars() -> None:
     os.environ.setdefault("TQDM_DISABLE", "1")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")  # torch's C++ warnings go straight to stderr
     for name in ("sentence_transformers", "transformers", "huggingface_hub", "onnxruntime", "torch"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
@@ -149,6 +150,9 @@ def configure_logging(verbose: bool = False, quiet: bool = False, log_format: st
     logging.getLogger("edgedistill").setLevel(ours)
     if not verbose:
         silence_library_bars()
+    # Python warnings (torch's exporter, ...) become log records: one format on stderr, JSON lines stay JSON.
+    logging.captureWarnings(True)
+    logging.getLogger("py.warnings").setLevel(logging.DEBUG if verbose else logging.ERROR)
 
 
 # -- closing summary ---------------------------------------------------------------------------------------

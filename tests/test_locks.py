@@ -112,9 +112,13 @@ def test_two_recipes_share_the_caches_at_once(tmp_path: Path, tiny_world: dict) 
         assert p.wait(timeout=600) == 0, p.stderr.read()[-3000:]
     (evaluation,) = [p for p in (cache / "teacher-eval").iterdir() if not p.name.startswith(".")]
     assert check_folder(evaluation, full=True) == []
-    labels = [p for p in (cache / "labels").glob("*.npy") if not p.name.startswith(".")]
-    assert labels and all(np.load(p).ndim == 2 for p in labels)
-    assert not [p for p in (cache / "labels").iterdir() if p.name.startswith(".") and p.name != ".locks"]
+    shards = [p for p in (cache / "labels").rglob("*.npz")]  # the per-sentence label store's shards
+    assert shards
+    for shard in shards:
+        with np.load(shard) as data:
+            assert all(data[name].ndim >= 1 for name in data.files)
+    leftovers = [p for p in (cache / "labels").rglob(".*") if p.is_file() and not p.name.endswith(".lock")]
+    assert not leftovers  # no half-written shard
     metrics = [json.loads(next((runs / n).glob("00-distill-*/metrics.json")).read_text())["evaluation"]
                for n in ("a", "b")]
     assert metrics[0]["sts_spearman"] == pytest.approx(metrics[1]["sts_spearman"], abs=1e-5)
