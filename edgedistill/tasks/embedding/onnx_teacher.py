@@ -269,27 +269,47 @@ class OnnxTeacher:
         return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
 
 
-def _worker(job: tuple[str, list[str], int, int, str | None]) -> np.ndarray:
-    folder, sentences, batch_size, threads, graph = job
-    return OnnxTeacher(Path(folder), threads, graph).encode(sentences, batch_size)
+_WORKER: OnnxTeacher | None = None
+BLOCK = 512  # sentences per unit of work: progress is reported per block
+
+
+def _start_worker(folder: str, threads: int, graph: str | None) -> None:
+    global _WORKER
+    _WORKER = OnnxTeacher(Path(folder), threads, graph)
+
+
+def _encode_block(job: tuple[list[str], int]) -> np.ndarray:
+    sentences, batch_size = job
+    assert _WORKER is not None
+    return _WORKER.encode(sentences, batch_size)
 
 
 def encode_onnx(teacher: Path, sentences: list[str], batch_size: int, processes: int = 1,
                 threads: int | None = None, graph: str | None = None) -> np.ndarray:
-    """Normalised teacher embeddings through ONNX Runtime; ``processes`` > 1 splits the sentences over that
-    many worker processes with cores / processes threads each."""
-    folder = onnx_teacher(teacher)
-    processes = max(1, min(processes, len(sentences)))
-    threads = threads or max(1, available_cores() // processes)
-    if processes == 1:
-        return OnnxTeacher(folder, threads, graph).encode(sentences, batch_size)
-    import multiprocessing
+    """Normalised teacher embeddings through ONNX Runtime, in blocks of ``BLOCK`` sentences (a progress line
+    per block); ``processes`` > 1 shares the blocks among that many worker processes (one session each, cores /
+    processes threads each)."""
+    from edgedistill.progress import Progress
 
-    # Interleave so each worker gets the same mix of lengths.
-    shares = [sentences[r::processes] for r in range(processes)]
-    with multiprocessing.get_context("spawn").Pool(processes) as pool:
-        parts = pool.map(_worker, [(str(folder), share, batch_size, threads, graph) for share in shares])
-    out = np.zeros((len(sentences), parts[0].shape[1]), dtype=np.float32)
-    for r, part in enumerate(parts):
-        out[r::processes] = part
-    return out
+    folder = onnx_teacher(teacher)
+    blocks = [sentences[i:i + BLOCK] for i in range(0, len(sentences), BLOCK)]
+    processes = max(1, min(processes, len(blocks)))
+    threads = threads or max(1, available_cores() // processes)
+    progress = Progress("teacher labels", len(sentences), "sentences")
+    parts: list[np.ndarray] = []
+    if processes == 1:
+        model = OnnxTeacher(folder, threads, graph)
+        for block in blocks:
+            parts.append(model.encode(block, batch_size))
+            progress.update(len(block))
+    else:
+        import multiprocessing
+
+        with multiprocessing.get_context("spawn").Pool(processes, _start_worker,
+                                                       (str(folder), threads, graph)) as pool:
+            for block, part in zip(blocks, pool.imap(_encode_block, [(b, batch_size) for b in blocks]),
+                                   strict=True):
+                parts.append(part)
+                progress.update(len(block))
+    progress.close()
+    return np.concatenate(parts) if parts else np.zeros((0, 0), dtype=np.float32)
