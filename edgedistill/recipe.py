@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 
 from edgedistill.errors import RecipeError
 from edgedistill.stages import REGISTRY, StageConfig
-from edgedistill.stages.configs import (  # noqa: F401  (re-exported: recipes and tests are written against these)  # noqa: F401  (source_fields: the runner's)
+from edgedistill.stages.configs import (  # noqa: F401  (re-exported: recipes and tests are written against these)
     SOURCE,
     DistillStage,
     ExportStage,
@@ -22,7 +22,6 @@ from edgedistill.stages.configs import (  # noqa: F401  (re-exported: recipes an
     QuantizeStage,
     Strict,
     StudentConfig,
-    source_fields,
 )
 
 

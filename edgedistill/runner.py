@@ -37,8 +37,9 @@ from edgedistill.integrity import (
     write_manifest,
 )
 from edgedistill.locks import key_lock, run_lock
-from edgedistill.recipe import Recipe, source_fields
+from edgedistill.recipe import Recipe
 from edgedistill.records import TEACHER_RECORD, read_record
+from edgedistill.stages.configs import source_fields
 from edgedistill.tasks import get_task
 from edgedistill.trust import allow_remote_code
 
