@@ -189,6 +189,27 @@ def test_static_qdq_calibrates_on_sentences_of_any_length(tmp_path: Path, bundle
     assert cos.mean() > 0.9
 
 
+def test_static_qdq_quantizes_weight_matmuls_only(tmp_path: Path, bundle: Path) -> None:
+    """Attention-score MatMuls (both inputs activations) stay fp32, and no MatMul output is re-quantized:
+    onnxruntime's QDQ quantizer ignores MatMulConstBOnly, so the stage names the weight MatMuls itself."""
+    import onnx
+
+    out = _quantized(tmp_path, bundle, QuantSettings(method="static", calibration="minmax"), [])
+    model = onnx.load(str(out / "model.onnx"))
+    producers = {o: n for n in model.graph.node for o in n.output}
+    inits = {i.name for i in model.graph.initializer}
+    matmuls = [n for n in model.graph.node if n.op_type == "MatMul"]
+    dequantized = [n for n in matmuls if producers.get(n.input[0]) is not None
+                   and producers[n.input[0]].op_type == "DequantizeLinear"]
+    weights = {n.name for n in graph.quantizable_nodes(bundle / "model.onnx", embeddings=False)}
+    assert dequantized and {n.name for n in dequantized} <= weights
+    assert len([n for n in matmuls if n.name not in weights]) > 0  # the attention MatMuls are there, in fp32
+    for node in dequantized:  # the weight arrives through a DequantizeLinear of an INT8 initializer
+        assert producers[node.input[1]].input[0] in inits
+    consumers = {i for n in model.graph.node if n.op_type == "QuantizeLinear" for i in n.input[:1]}
+    assert not consumers & {o for n in matmuls for o in n.output}
+
+
 def test_dynamic_int8_with_the_table(tmp_path: Path, bundle: Path) -> None:
     out = _quantized(tmp_path, bundle, QuantSettings(method="dynamic"), [])
     assert {"DynamicQuantizeLinear", "MatMulInteger"} <= ops(out / "model.onnx")
