@@ -11,9 +11,18 @@ would use, so the bundle loads as shipped:
     tokenizer_config.json       model_max_length = the bundle's max_seq_length (clients truncate with it)
     special_tokens_map.json     fastembed reads the special tokens from it
 
-Both graphs end in the pooled, projected and L2-normalised ``sentence_embedding`` [batch, dimension]: a client
-must read that output as is (no pooling, no normalisation of its own). A client that pools per-token outputs
-itself (transformers.js ``pipeline('feature-extraction')``) cannot use this graph; see docs/clients.md.
+Two kinds of bundle (``write_client_layout(..., kind=...)``):
+
+- ``feature-extraction`` (embeddings): both graphs end in the pooled, projected and L2-normalised
+  ``sentence_embedding`` [batch, dimension]; a client reads that output as is. config.json carries an
+  ``edgedistill`` block saying so.
+- ``sequence-classification`` (classifiers, cross-encoder rerankers): the graphs map ``input_ids``,
+  ``attention_mask`` [, ``token_type_ids``] to ``logits`` [batch, num_labels]; config.json is the encoder's config
+  as ``<Family>ForSequenceClassification`` with ``num_labels``, ``id2label``/``label2id`` and ``problem_type``, so
+  transformers.js's ``text-classification`` pipeline and ``AutoModelForSequenceClassification`` read it (softmax over
+  labels, or a sigmoid for ``multi_label_classification`` and one-logit rerankers, as sentence-transformers'
+  CrossEncoder scores). A task's export that puts ``labels`` (and optionally ``problem_type``) in its manifest gets
+  this layout from the bundle writer; see docs/clients.md.
 """
 
 from __future__ import annotations
@@ -21,8 +30,9 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from edgedistill.manifest import read_manifest
 
@@ -33,6 +43,10 @@ FP32_FILE = f"{ONNX_DIR}/model.onnx"
 INT8_FILE = f"{ONNX_DIR}/model_quantized.onnx"
 CLIENT_FILES = ("config.json", "tokenizer_config.json", "special_tokens_map.json")
 SPECIAL_TOKENS = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
+Kind = Literal["feature-extraction", "sequence-classification"]
+KINDS = ("feature-extraction", "sequence-classification")
+PROBLEM_TYPES = ("single_label_classification", "multi_label_classification", "regression")
+LOGITS = "logits"
 
 
 def model_files(sources: list[Path]) -> dict[str, Path]:
@@ -75,7 +89,8 @@ def graph_contract(manifest: dict) -> dict[str, Any]:
 def write_layout(bundle: Path, manifest: dict, sources: list[Path]) -> dict[str, Any]:
     """Copy the graphs into ``bundle/onnx/`` and write the client files; returns the manifest's new fields.
 
-    ``manifest`` is the final artifact's; its ``model`` becomes the final graph's path in the layout.
+    ``manifest`` is the final artifact's; its ``model`` becomes the final graph's path in the layout. A manifest
+    with ``labels`` gets the sequence-classification layout (``problem_type`` from the manifest when it has one).
     """
     graphs = model_files(sources)
     (bundle / ONNX_DIR).mkdir(exist_ok=True)
@@ -85,12 +100,51 @@ def write_layout(bundle: Path, manifest: dict, sources: list[Path]) -> dict[str,
             shutil.copy2(graphs[precision], bundle / target)
             models[precision] = target
     final = "int8" if manifest.get("quantization") else "fp32"
-    contract = graph_contract(manifest)
+    labels = manifest.get("labels")
+    fields = write_client_layout(
+        bundle, manifest, kind="sequence-classification" if labels is not None else "feature-extraction",
+        labels=labels, problem_type=manifest.get("problem_type"), config=_first_json(sources, "config.json"),
+        tokenizer_config=_first_json(sources, "tokenizer_config.json"))
+    return {"model": models[final], "models": models, "precision": final, **fields}
 
-    config = _first_json(sources, "config.json") or {"model_type": manifest["family"]}
+
+def write_client_layout(bundle_dir: Path, manifest: dict, *, kind: Kind = "feature-extraction",
+                        labels: Sequence[str] | None = None, problem_type: str | None = None,
+                        config: dict | None = None, tokenizer_config: dict | None = None) -> dict[str, Any]:
+    """Write config.json, tokenizer_config.json and special_tokens_map.json into ``bundle_dir`` for the graphs
+    under ``bundle_dir/onnx/`` (model.onnx, model_quantized.onnx; the caller puts them there, with tokenizer.json).
+
+    ``manifest`` needs ``inputs``, ``output``, ``max_seq_length`` and ``pad_token`` (plus ``dimension``,
+    ``pooling`` and ``normalized`` for feature extraction). ``config`` is the encoder's transformers config
+    (default: ``bundle_dir/config.json``, else ``{"model_type": manifest["family"]}``); ``tokenizer_config`` the
+    tokenizer's (default: ``bundle_dir/tokenizer_config.json``). For ``kind="sequence-classification"``,
+    ``labels`` names the logits in order (one label: a reranker's relevance score) and ``problem_type`` is one
+    of PROBLEM_TYPES (default: ``single_label_classification`` for several labels, softmax;
+    ``multi_label_classification`` for one, a sigmoid like CrossEncoder's). Returns the manifest's ``clients``
+    field. Raises ValueError naming the field when the input does not fit the kind.
+    """
+    bundle_dir = Path(bundle_dir)
+    if kind not in KINDS:
+        raise ValueError(f"write_client_layout: kind is {kind!r}; expected one of {KINDS}")
+    if config is None:
+        config = _read_json(bundle_dir / "config.json") or {"model_type": manifest["family"]}
+    if tokenizer_config is None:
+        tokenizer_config = _read_json(bundle_dir / "tokenizer_config.json") or {}
+    config = dict(config)
     config.pop("_name_or_path", None)
-    config["edgedistill"] = contract
-    tokenizer_config = _first_json(sources, "tokenizer_config.json") or {}
+    if kind == "feature-extraction":
+        contract = graph_contract(manifest)
+        config["edgedistill"] = contract
+        clients = {"kind": kind, "layout": "onnx/ + config.json + tokenizer files (transformers.js, fastembed)",
+                   "output": contract["output"], "pooling": "none: read the output as is",
+                   "normalize": "none needed: already L2-normalised"}
+    else:
+        config.update(classification_config(config, manifest, labels, problem_type))
+        clients = {"kind": kind, "layout": "onnx/ + config.json + tokenizer files (transformers.js text-classification)",
+                   "output": LOGITS, "labels": list(config["id2label"].values()), "problem_type": config["problem_type"],
+                   "score": "sigmoid(logits)" if config["problem_type"] == "multi_label_classification"
+                   else "softmax(logits)" if config["problem_type"] == "single_label_classification" else "logits"}
+    tokenizer_config = dict(tokenizer_config)
     # Clients truncate with model_max_length: it must be the length the graph was checked at, not the
     # encoder's position-table size.
     tokenizer_config["model_max_length"] = int(manifest["max_seq_length"])
@@ -99,8 +153,44 @@ def write_layout(bundle: Path, manifest: dict, sources: list[Path]) -> dict[str,
         tokenizer_config.pop(key, None)
     special = {k: tokenizer_config[k] for k in SPECIAL_TOKENS if isinstance(tokenizer_config.get(k), str)}
     for name, data in zip(CLIENT_FILES, (config, tokenizer_config, special), strict=True):
-        (bundle / name).write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    return {"model": models[final], "models": models, "precision": final,
-            "clients": {"layout": "onnx/ + config.json + tokenizer files (transformers.js, fastembed)",
-                        "output": contract["output"], "pooling": "none: read the output as is",
-                        "normalize": "none needed: already L2-normalised"}}
+        (bundle_dir / name).write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    return {"clients": clients}
+
+
+def classification_config(config: dict, manifest: dict, labels: Sequence[str] | None,
+                          problem_type: str | None) -> dict[str, Any]:
+    """The config.json fields of a sequence-classification bundle (transformers and transformers.js names)."""
+    if not labels or not all(isinstance(label, str) and label for label in labels):
+        raise ValueError(f"write_client_layout: labels is {labels!r}; a sequence-classification bundle needs the "
+                         "names of its logits in order, e.g. labels=['negative', 'positive'] (one name for a reranker)")
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"write_client_layout: labels {list(labels)} repeat a name; give each logit its own")
+    if manifest.get("output") != LOGITS:
+        raise ValueError(f"write_client_layout: the manifest's output is {manifest.get('output')!r}; a "
+                         f"sequence-classification graph must output {LOGITS!r} [batch, num_labels] (rename the "
+                         "graph output at export)")
+    problem_type = problem_type or ("single_label_classification" if len(labels) > 1 else "multi_label_classification")
+    if problem_type not in PROBLEM_TYPES:
+        raise ValueError(f"write_client_layout: problem_type is {problem_type!r}; expected one of {PROBLEM_TYPES}")
+    return {"architectures": [sequence_classification_architecture(config)], "num_labels": len(labels),
+            "id2label": {str(i): label for i, label in enumerate(labels)},
+            "label2id": {label: i for i, label in enumerate(labels)}, "problem_type": problem_type,
+            "edgedistill": {"inputs": list(manifest["inputs"]), "output": LOGITS, "labels": list(labels),
+                            "max_seq_length": manifest["max_seq_length"], "manifest": "manifest.json"}}
+
+
+def sequence_classification_architecture(config: dict) -> str:
+    """``BertModel`` -> ``BertForSequenceClassification``; an architecture already of that kind is kept."""
+    for name in config.get("architectures") or []:
+        if name.endswith("ForSequenceClassification"):
+            return name
+    for name in config.get("architectures") or []:
+        for suffix in ("Model", "ForMaskedLM", "ForPreTraining"):
+            if name.endswith(suffix):
+                return name[: -len(suffix)] + "ForSequenceClassification"
+    model_type = str(config.get("model_type", "bert"))
+    return "".join(part.capitalize() for part in model_type.replace("_", "-").split("-")) + "ForSequenceClassification"
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text()) if path.is_file() else None
