@@ -67,7 +67,7 @@ def write_bundle(run_dir: Path, records: list[StageRecord], teacher: dict[str, A
     tmp.mkdir()
     shutil.copy2(source / manifest["tokenizer"], tmp / manifest["tokenizer"])
     sources = [r.artifact.path for r in records if (r.artifact.path / "manifest.json").is_file()]
-    manifest.update(write_layout(tmp, manifest, sources))
+    manifest.update(write_layout(tmp, manifest, sources, sentences))
     manifest.pop("sha256", None)
     manifest["source"] = {"recipe": run_dir.name, "artifact": str(source.relative_to(run_dir))
                           if source.is_relative_to(run_dir) else str(source),

@@ -83,14 +83,17 @@ def graph_contract(manifest: dict) -> dict[str, Any]:
     return {"inputs": list(manifest["inputs"]), "output": manifest["output"], "dimension": manifest["dimension"],
             "pooling": f"{manifest['pooling']} (inside the graph)", "normalized": bool(manifest["normalized"]),
             "max_seq_length": manifest["max_seq_length"], "manifest": "manifest.json",
-            "run_rows_separately": bool(manifest.get("batch_invariance", {}).get("run_rows_separately"))}
+            "run_rows_separately": bool(manifest.get("batch_invariance", {}).get("run_rows_separately")),
+            "token_embeddings": {p: bool(v.get("output")) for p, v in manifest.get("token_embeddings", {}).items()}}
 
 
-def write_layout(bundle: Path, manifest: dict, sources: list[Path]) -> dict[str, Any]:
+def write_layout(bundle: Path, manifest: dict, sources: list[Path], sentences: list[str] | None = None) -> dict[str, Any]:
     """Copy the graphs into ``bundle/onnx/`` and write the client files; returns the manifest's new fields.
 
     ``manifest`` is the final artifact's; its ``model`` becomes the final graph's path in the layout. A manifest
     with ``labels`` gets the sequence-classification layout (``problem_type`` from the manifest when it has one).
+    With ``sentences``, an embedding graph that mean-pools also gets a ``token_embeddings`` output where pooling
+    it reproduces the sentence embedding (checked on them; token_output.py), for clients that pool themselves.
     """
     graphs = model_files(sources)
     (bundle / ONNX_DIR).mkdir(exist_ok=True)
@@ -101,11 +104,49 @@ def write_layout(bundle: Path, manifest: dict, sources: list[Path]) -> dict[str,
             models[precision] = target
     final = "int8" if manifest.get("quantization") else "fp32"
     labels = manifest.get("labels")
+    if labels is None and sentences and manifest.get("pooling") == "mean":
+        manifest = {**manifest, "token_embeddings": token_outputs(bundle, manifest, graphs, sentences)}
     fields = write_client_layout(
         bundle, manifest, kind="sequence-classification" if labels is not None else "feature-extraction",
         labels=labels, problem_type=manifest.get("problem_type"), config=_first_json(sources, "config.json"),
         tokenizer_config=_first_json(sources, "tokenizer_config.json"))
+    if "token_embeddings" in manifest:
+        fields["token_embeddings"] = manifest["token_embeddings"]
     return {"model": models[final], "models": models, "precision": final, **fields}
+
+
+def token_outputs(bundle: Path, manifest: dict, graphs: dict[str, Path], sentences: list[str]) -> dict[str, Any]:
+    """Add ``token_embeddings`` to each shipped graph where it reproduces the sentence embedding; per precision,
+    the check's figures or why not (the graph is then left as it was)."""
+    from edgedistill import token_output
+
+    feeds = token_output.feeds(bundle / manifest.get("tokenizer", "tokenizer.json"), manifest, sentences[:32])
+    out: dict[str, Any] = {}
+    for precision, target in (("fp32", FP32_FILE), ("int8", INT8_FILE)):
+        if precision not in graphs:
+            continue
+        # An INT8 graph's quantized projection, applied per token, may miss the bar: then try the fp32 one.
+        donors = [None] + ([graphs["fp32"]] if precision == "int8" and "fp32" in graphs else [])
+        reasons = []
+        for donor in donors:
+            shutil.copy2(graphs[precision], bundle / target)
+            if not token_output.add_token_output(bundle / target, manifest["output"], projection_from=donor):
+                reasons.append("pooling or projection cannot be expressed per token")
+                break
+            try:
+                check = token_output.check(graphs[precision], bundle / target, feeds, int8=precision == "int8",
+                                           output=manifest["output"])
+            except ValueError as err:
+                reasons.append(str(err))
+                continue
+            out[precision] = {"output": token_output.TOKEN_OUTPUT, "pooling": "mean", "normalize": True,
+                              "projection": "fp32 copy" if donor else "as in the graph", **check}
+            break
+        if precision not in out:
+            shutil.copy2(graphs[precision], bundle / target)
+            out[precision] = {"output": None, "why_not": "; ".join(reasons)}
+            log.info("bundle: no %s output on the %s graph: %s", token_output.TOKEN_OUTPUT, precision, reasons[-1])
+    return out
 
 
 def write_client_layout(bundle_dir: Path, manifest: dict, *, kind: Kind = "feature-extraction",

@@ -67,6 +67,7 @@ class OnnxEncoder:
         if unknown:
             raise BundleError(f"{path}: {MANIFEST} names inputs {unknown}; this runtime feeds {list(KNOWN_INPUTS)}")
         self.dimension = int(manifest["dimension"])
+        self.output = str(manifest.get("output", "sentence_embedding"))  # graphs may also have token_embeddings
         self.tokenizer = Tokenizer.from_file(str(path / manifest.get("tokenizer", "tokenizer.json")))
         self.tokenizer.enable_truncation(max_length=self.max_seq_length)
         self.tokenizer.enable_padding(pad_id=int(manifest["pad_token_id"]), pad_token=manifest["pad_token"])
@@ -97,7 +98,7 @@ class OnnxEncoder:
         out = np.zeros((len(sentences), self.dimension), dtype=np.float32)
         for start in range(0, len(sentences), batch_size):
             idx = order[start : start + batch_size]
-            out[idx] = self.session.run(None, self._feeds([sentences[i] for i in idx]))[0]
+            out[idx] = self.session.run([self.output], self._feeds([sentences[i] for i in idx]))[0]
         return normalise(out)
 
 

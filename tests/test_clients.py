@@ -72,9 +72,10 @@ def keep_table() -> None:
         Path(os.environ["EDGEDISTILL_CLIENT_TABLE"]).write_text(json.dumps(RESULTS, indent=1))
 
 
-def check(bundle: dict, client: str, precision: str, runs: dict[str, object]) -> None:
-    """Compare a client's vectors (per way of running: alone, batched, ...) with the runtime's, one at a time."""
-    reference = bundle["reference"][precision]
+def check(bundle: dict, client: str, precision: str, runs: dict[str, object], rows: np.ndarray | None = None) -> None:
+    """Compare a client's vectors (per way of running: alone, batched, ...) with the runtime's, one at a time;
+    ``rows`` selects the sentences the client embedded (all by default)."""
+    reference = bundle["reference"][precision] if rows is None else bundle["reference"][precision][rows]
     for way, vectors in runs.items():
         got = np.asarray(vectors, dtype=np.float32)
         assert got.shape == reference.shape, (client, precision, way, got.shape)
@@ -190,8 +191,19 @@ def test_transformers_js_node(bundle: dict) -> None:
     for dtype, precision in (("fp32", "fp32"), ("q8", "int8")):
         runs = {k: out[dtype][k] for k in ("alone", "batched", "batched_raw")}
         check(bundle, "transformers.js (Node)", precision, runs)
-    # pipeline('feature-extraction') pools per-token outputs itself; our graph ends in the sentence embedding.
-    assert not out["pipeline"]["ok"]
+    # pipeline('feature-extraction', {pooling: 'mean', normalize: true}) over the graph's token_embeddings, where
+    # the bundle has them (the fp32 graph always here: mean pooling, a linear projection); refused elsewhere.
+    contract = json.loads((bundle["path"] / "config.json").read_text())["edgedistill"]
+    assert contract["token_embeddings"]["fp32"]
+    fits = np.array(out["fits"])
+    assert fits[:-1].all() and not fits[-1]  # the over-long sentence is left out (docs/clients.md: truncation)
+    for dtype, precision in (("fp32", "fp32"), ("q8", "int8")):
+        run = out["pipeline"][dtype]
+        assert run["ok"] == contract["token_embeddings"][precision], run.get("error")
+        if run["ok"]:
+            rows = precision == "int8" and bundle["manifest"]["batch_invariance"]["run_rows_separately"]
+            runs = {"alone": run["alone"], "batched": run["alone"] if rows else run["batched_raw"]}
+            check(bundle, "transformers.js pipeline (Node)", precision, runs, rows=fits)
 
 
 @pytest.mark.skipif(not CLIENT_PYTHON.is_file(), reason="needs .venv-clients with fastembed: bash scripts/test.sh")

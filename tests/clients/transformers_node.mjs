@@ -1,6 +1,6 @@
 // transformers.js in Node, local files only: load an edgedistill bundle as shipped and embed sentences.
 // usage: node transformers_node.mjs BUNDLE_DIR SENTENCES_JSON
-//   -> JSON {fp32: {alone, batched, batched_raw}, q8: {...}, pipeline: {...}}
+//   -> JSON {fp32: {alone, batched, batched_raw}, q8: {...}, pipeline: {fp32: {ok, alone, batched_raw}, q8}, fits}
 // TRANSFORMERS_JS: file URL of @huggingface/transformers (examples/web/node_modules; ESM ignores NODE_PATH).
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
@@ -51,12 +51,23 @@ for (const dtype of ['fp32', 'q8']) {
   await model.dispose();
 }
 
-// The feature-extraction pipeline pools per-token outputs itself (last_hidden_state / logits /
-// token_embeddings); this graph returns the finished sentence embedding, so the pipeline is expected to refuse.
-try {
-  const extractor = await pipeline('feature-extraction', name, { dtype: 'fp32' });
-  result.pipeline = { ok: true, result: (await extractor(sentences, { pooling: 'none' })).tolist() };
-} catch (e) {
-  result.pipeline = { ok: false, error: String(e.message ?? e).slice(0, 300) };
+// The feature-extraction pipeline pools a per-token output itself (last_hidden_state / logits / token_embeddings).
+// Where the bundle's graph has token_embeddings (config.edgedistill.token_embeddings), mean pooling and
+// normalisation reproduce the sentence embedding; elsewhere the pipeline is expected to refuse. The pipeline
+// tokenizes with the tokenizer's own truncation, so only sentences that fit are compared (result.fits).
+result.fits = result.own_truncation_lengths.map((n) => n < tokenizer.model_max_length);
+const fitting = sentences.filter((_, i) => result.fits[i]);
+result.pipeline = {};
+for (const dtype of ['fp32', 'q8']) {
+  try {
+    const extractor = await pipeline('feature-extraction', name, { dtype });
+    const options = { pooling: 'mean', normalize: true };
+    const alone = [];
+    for (const s of fitting) alone.push((await extractor([s], options)).tolist()[0]);
+    result.pipeline[dtype] = { ok: true, alone, batched_raw: (await extractor(fitting, options)).tolist() };
+    await extractor.dispose();
+  } catch (e) {
+    result.pipeline[dtype] = { ok: false, error: String(e.message ?? e).slice(0, 300) };
+  }
 }
 process.stdout.write(JSON.stringify(result));
