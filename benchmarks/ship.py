@@ -58,6 +58,13 @@ def clients(bundle: Path, sentences: list[str]) -> dict[str, dict]:
         js = json.loads(subprocess.run(["node", str(CLIENTS / "transformers_node.mjs"), str(bundle), str(file)],
                                        capture_output=True, text=True, env=env, check=True).stdout)
         out["transformers.js (Node)"] = {"fp32": js["fp32"], "int8": js["q8"]}
+        fits = js["fits"]  # the pipeline tokenizes (and truncates) itself: sentences that fit only
+        for dtype, precision in (("fp32", "fp32"), ("q8", "int8")):
+            run = js["pipeline"][dtype]
+            if run["ok"]:
+                out.setdefault("transformers.js pipeline (Node)", {})[precision] = {
+                    "alone": run["alone"], "batched": run["batched_raw"], "batched_raw": run["batched_raw"],
+                    "rows": fits}
         python = ROOT / ".venv-clients" / "bin" / "python"
         out["fastembed"] = json.loads(subprocess.run(
             [str(python), str(CLIENTS / "fastembed_client.py"), str(bundle), str(file)], capture_output=True,
@@ -91,7 +98,8 @@ def check(bundle: Path, arm_cpus: tuple[str, ...]) -> dict:
     for client, by_precision in clients(bundle, sentences).items():
         for precision, ways in by_precision.items():
             for way in ("alone", "batched", "batched_raw"):
-                got, ref = np.asarray(ways[way], dtype=np.float32), reference[precision]
+                ref = reference[precision][np.asarray(ways["rows"])] if "rows" in ways else reference[precision]
+                got = np.asarray(ways[way], dtype=np.float32)
                 cos = (got * ref).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(ref, axis=1)
                 rows.append({"client": client, "precision": precision, "way": way,
                              "max_abs_diff": float(np.abs(got - ref).max()), "min_cosine": float(cos.min())})
@@ -131,11 +139,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("bundles", nargs="+", type=Path)
     parser.add_argument("--arm-cpus", default="cortex-a72,neoverse-n1,max")
+    parser.add_argument("--name", default="ship", help="results file stem under benchmarks/results/")
     args = parser.parse_args()
     results = [check(b, tuple(args.arm_cpus.split(","))) for b in args.bundles]
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "ship.json").write_text(json.dumps(results, indent=1) + "\n")
-    (RESULTS / "ship.md").write_text(markdown(results) + "\n")
+    (RESULTS / f"{args.name}.json").write_text(json.dumps(results, indent=1) + "\n")
+    (RESULTS / f"{args.name}.md").write_text(markdown(results) + "\n")
     print(markdown(results))
 
 
