@@ -8,10 +8,12 @@ aarch64 onnxruntime under qemu-user (scripts/arm_parity.py), and writes benchmar
 each variant's cosine to the fp32 graph, x86 vs aarch64, and x86 with onnxruntime's graph optimisations on vs off
 (a second fp32 arithmetic path on the same CPU). Variants:
 
-- ``static, every MatMul (before)``: what onnxruntime's QDQ quantizer did with MatMulConstBOnly (it ignores it in
-  QDQ mode): attention-score MatMuls, the softmax output and every MatMul output quantized too;
-- ``static, weight MatMuls (now)``: edgedistill.quant.ort after the fix;
-- ``static, weight MatMuls, FFN-down of layer 0 in fp32``: the node the accuracy search keeps first here;
+- ``static S8 symmetric, every MatMul (before)``: the arm64 preset's static candidate as it was, quantized the way
+  onnxruntime's QDQ quantizer did (it ignores MatMulConstBOnly): attention-score MatMuls, the softmax output and
+  every MatMul output quantized too;
+- ``static S8 symmetric, weight MatMuls``: the same settings after the quantizer fix (edgedistill.quant.ort);
+- ``static U8 asymmetric, weight MatMuls (now)``: the arm64 preset's static candidate now;
+- ``... FFN-down of layer 0 in fp32``: the node the accuracy search keeps first here;
 - ``dynamic``: the arm64 preset's first candidate (full 8-bit per-channel weights).
 """
 
@@ -28,8 +30,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 RESULTS = ROOT / "benchmarks" / "results"
-STATIC = {"method": "static", "calibration": "percentile", "activation_type": "int8", "activation_symmetric": True,
-          "per_channel": True}
+STATIC_S8 = {"method": "static", "calibration": "percentile", "activation_type": "int8", "activation_symmetric": True,
+             "per_channel": True}  # the arm64 preset's static candidate before
+STATIC_U8 = {"method": "static", "calibration": "percentile", "per_channel": True}  # and now
 
 
 def _arm_parity():
@@ -111,9 +114,11 @@ def main() -> None:
     calibration, proxy = split_sentences("snli-sentences", 200, 256, 0)  # the quantize stage's defaults
     sentences = parity.SENTENCES + proxy[:48]
     first_down = ffn_down_projections(quantizable_nodes(args.export / "model.plain.onnx"))[0].name
-    variants = [("static, every MatMul (before)", STATIC, [], True),
-                ("static, weight MatMuls (now)", STATIC, [], False),
-                ("static, weight MatMuls, FFN-down of layer 0 in fp32", STATIC, [first_down], False),
+    variants = [("static S8 symmetric, every MatMul (before)", STATIC_S8, [], True),
+                ("static S8 symmetric, weight MatMuls", STATIC_S8, [], False),
+                ("static S8 symmetric, weight MatMuls, FFN-down of layer 0 in fp32", STATIC_S8, [first_down], False),
+                ("static U8 asymmetric, weight MatMuls (now)", STATIC_U8, [], False),
+                ("static U8 asymmetric, weight MatMuls, FFN-down of layer 0 in fp32", STATIC_U8, [first_down], False),
                 ("dynamic", {"method": "dynamic", "per_channel": True}, [], False)]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
