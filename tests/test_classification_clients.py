@@ -155,3 +155,24 @@ def test_transformers_js_text_classification(bundle: dict, tmp_path: Path) -> No
         assert np.abs(np.array(out[dtype]["logits"]) - batched).max() <= 1e-5, dtype
         pair_logits = ort_logits(bundle["bundle"], file, [p[0] for p in PAIRS], [p[1] for p in PAIRS], batched=True)
         assert np.abs(np.array(out[dtype]["pair_logits"]) - pair_logits).max() <= 1e-5, dtype
+
+
+def test_bundle_writer_picks_the_layout_from_the_manifest(bundle: dict, tmp_path: Path) -> None:
+    """A task's export that writes ``labels`` into its manifest gets this layout from bundle.write_bundle."""
+    from edgedistill.client_layout import write_layout
+    from edgedistill.manifest import write_manifest
+
+    artifact = tmp_path / "artifact"
+    artifact.mkdir()
+    shutil.copy2(bundle["bundle"] / FP32_FILE, artifact / "model.onnx")
+    shutil.copy2(bundle["torch"] / "config.json", artifact / "config.json")
+    manifest = {"model": "model.onnx", "inputs": ["input_ids", "attention_mask", "token_type_ids"], "output": "logits",
+                "max_seq_length": 64, "pad_token": "[PAD]", "family": "bert", "labels": bundle["labels"]}
+    write_manifest(artifact, manifest)
+    out = tmp_path / "bundle"
+    out.mkdir()
+    fields = write_layout(out, manifest, [artifact], sentences=TEXTS)
+    config = json.loads((out / "config.json").read_text())
+    assert fields["model"] == FP32_FILE and fields["clients"]["kind"] == "sequence-classification"
+    assert config["id2label"] == {str(i): name for i, name in enumerate(bundle["labels"])}
+    assert "token_embeddings" not in fields  # a per-token output is for embedding graphs only
