@@ -10,6 +10,7 @@ This module must never import torch or transformers: it is what an app or device
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -131,12 +132,44 @@ class InGraphEncoder:
 
 
 def load(path: str | Path, *, tokenizer_in_graph: bool = False, threads: int = 0,
-         check: bool = True, precision: str | None = None) -> OnnxEncoder | InGraphEncoder:
-    """Open a deploy bundle for encoding; ``check`` verifies every file's sha256 first. ``precision`` ('fp32' or
-    'int8') picks one of the bundle's graphs; by default the final one (manifest["model"])."""
+         check: bool = True, precision: str | None = None) -> Any:
+    """Open a deploy bundle; ``check`` verifies every file's sha256 first. ``precision`` ('fp32' or 'int8')
+    picks one of the bundle's graphs; by default the final one (manifest["model"]).
+
+    An embedding bundle gives an encoder (``encode``); a bundle of another task (manifest["task"]) gives that
+    task's predictor from ``edgedistill.tasks.<task>.runtime`` (e.g. ``rank`` for a reranker, ``predict`` for a
+    classifier), equally torch-free."""
     path = Path(path)
     if not path.is_dir():
         raise BundleError(f"{path}: no such bundle folder")
     if check:
         verify(path)
+    task = bundle_task(path)
+    if task != "embedding":
+        import importlib
+
+        try:
+            module = importlib.import_module(f"edgedistill.tasks.{task}.runtime")
+        except ModuleNotFoundError:
+            raise BundleError(f"{path}: a {task!r} bundle, which this version of edgedistill cannot run; "
+                              "upgrade edgedistill") from None
+        return module.load(path, threads=threads, precision=precision)
     return InGraphEncoder(path, threads) if tokenizer_in_graph else OnnxEncoder(path, threads, precision=precision)
+
+
+def bundle_task(path: str | Path) -> str:
+    """The task a bundle was made for (manifest["task"]; bundles made before tasks existed are embeddings)."""
+    return str(read_manifest(Path(path)).get("task", "embedding"))
+
+
+# the command that serves each task's bundles, for "wrong kind of bundle" errors
+TASK_COMMANDS = {"embedding": "edgedistill embed", "reranker": "edgedistill rank", "classifier": "edgedistill classify"}
+
+
+def require_task(path: str | Path, expected: str, command: str) -> None:
+    """Raise BundleError naming the fix when a bundle was made for another task than ``command`` serves."""
+    task = bundle_task(path)
+    if task != expected:
+        fix = TASK_COMMANDS.get(task)
+        raise BundleError(f"{command}: {path} is a {task} bundle, not a{'n' if expected[0] in 'aeiou' else ''} "
+                          f"{expected} bundle; " + (f"use `{fix} {path} ...`" if fix else "upgrade edgedistill"))
