@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from edgedistill.manifest import BundleError, read_manifest
-from edgedistill.runtime import KNOWN_INPUTS, _session, model_for
+from edgedistill.runtime import OnnxModel
 from edgedistill.tasks.seqcls import TEXT, TEXT_PAIR
 
 
@@ -42,44 +42,21 @@ def _inverse_activation(scores: np.ndarray, activation: str) -> np.ndarray:
     return scores
 
 
-def _length(item: Any) -> int:
-    return len(item) if isinstance(item, str) else len(item[0]) + len(item[1])
-
-
-class OnnxSequenceClassifier:
+class OnnxSequenceClassifier(OnnxModel):
     """A sequence-classification bundle (model.onnx, tokenizer.json, manifest.json) run with onnxruntime."""
 
     def __init__(self, path: Path | str, threads: int = 0, model_file: str | None = None, spin: bool = True,
                  precision: str | None = None) -> None:
-        from tokenizers import Tokenizer
-
-        path = Path(path)
-        self.path = path
-        manifest = read_manifest(path)
-        self.manifest = manifest
+        manifest = read_manifest(Path(path))
         if manifest.get("output") not in ("logits", "probabilities"):
             raise BundleError(f"{path}: this bundle outputs {manifest.get('output')!r}, not a classifier's logits "
                               f"(task {manifest.get('task', 'embedding')!r}); use the runtime of that task")
-        self.input_names = list(manifest["inputs"])
-        unknown = [n for n in self.input_names if n not in KNOWN_INPUTS]
-        if unknown:
-            raise BundleError(f"{path}: manifest.json names inputs {unknown}; this runtime feeds {list(KNOWN_INPUTS)}")
+        super().__init__(Path(path), threads, model_file, spin, precision)
         self.text_inputs = manifest.get("text_inputs", TEXT)
         self.labels = [str(x) for x in manifest.get("labels", [])]
         self.num_labels = int(manifest.get("num_labels", len(self.labels) or 1))
         self.activation = manifest.get("activation", "none")
         self.output_activation = manifest.get("output_activation", "none")  # what the graph itself applies
-        self.max_seq_length = int(manifest["max_seq_length"])
-        self.tokenizer = Tokenizer.from_file(str(path / manifest.get("tokenizer", "tokenizer.json")))
-        self.tokenizer.enable_truncation(max_length=self.max_seq_length)
-        self.tokenizer.enable_padding(pad_id=int(manifest["pad_token_id"]), pad_token=manifest["pad_token"])
-        chosen = model_file or model_for(manifest, precision, path)
-        self.model_path = path / chosen
-        # Dynamic INT8 graphs take activation scales from the whole batch: run rows one by one (as the quantize
-        # stage records), so a row's output never depends on its batch mates.
-        self.rows_separately = bool(manifest.get("batch_invariance", {}).get("run_rows_separately")) and (
-            chosen == manifest.get("model", "model.onnx"))
-        self.session = _session(self.model_path, threads, spin=spin)
 
     def _check_kind(self, items: list) -> None:
         pairs = bool(items) and not isinstance(items[0], str)
@@ -89,29 +66,13 @@ class OnnxSequenceClassifier:
             raise BundleError(f"{self.path}: this model takes text pairs (first, second), but single texts were "
                               "given; pass [(first, second), ...]")
 
-    def _feeds(self, items: list) -> dict[str, np.ndarray]:
-        if items and not isinstance(items[0], str):
-            encodings = self.tokenizer.encode_batch([(str(a), str(b)) for a, b in items])
-        else:
-            encodings = self.tokenizer.encode_batch([str(t) for t in items])
-        columns = {"input_ids": lambda e: e.ids, "attention_mask": lambda e: e.attention_mask,
-                   "token_type_ids": lambda e: e.type_ids}
-        return {name: np.array([columns[name](e) for e in encodings], dtype=np.int64) for name in self.input_names}
-
     def raw_output(self, texts: Any, batch_size: int = 32) -> np.ndarray:
         """The graph's output [n, num_labels] (logits, or probabilities when the bundle put them in the graph)."""
-        items = list(texts)
+        items = [t if isinstance(t, str) else (str(t[0]), str(t[1])) for t in texts]
         self._check_kind(items)
-        out = np.zeros((len(items), self.num_labels), dtype=np.float32)
         if not items:
-            return out
-        if self.rows_separately:
-            batch_size = 1
-        order = np.argsort([-_length(t) for t in items], kind="stable")
-        for start in range(0, len(items), batch_size):
-            idx = order[start:start + batch_size]
-            out[idx] = self.session.run(None, self._feeds([items[i] for i in idx]))[0]
-        return out
+            return np.zeros((0, self.num_labels), dtype=np.float32)
+        return self.outputs(items, batch_size).reshape(len(items), self.num_labels)
 
     def logits(self, texts: Any, batch_size: int = 32) -> np.ndarray:
         """Logits [n, num_labels] for single texts or (first, second) pairs."""
@@ -122,9 +83,6 @@ class OnnxSequenceClassifier:
         raw = self.raw_output(texts, batch_size)
         return raw if self.output_activation != "none" else apply_activation(raw, self.activation)
 
-    # the quantize stage's timing and batch-invariance helpers call encode(); they only need one row per input
-    def encode(self, texts: Any, batch_size: int = 32) -> np.ndarray:
-        return self.raw_output(texts, batch_size)
 
 
 class LogitsProxy:
