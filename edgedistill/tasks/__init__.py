@@ -77,16 +77,20 @@ class Task(Protocol):
     #                                        stage type whose registry default is None exists only where a task
     #                                        names a config for it (``finetune``)
     #   finetune(cfg, ctx) -> StageResult    the ``finetune`` stage: a teacher from a pretrained encoder and labels
+    #   stage_reads: dict[str, tuple]        what a stage type reads of the recipe in this task (e.g. "data"),
+    #                                        overriding the registry row's ``reads`` (and so its key)
+    #   calibration_inputs(data, n_cal, n_proxy, seed) -> (list, list)
+    #                                        quantize's calibration and proxy inputs from the task's data section
 
 
 # name -> module holding a ``TASK`` instance, or the issue that will bring it
 TASKS: dict[str, str] = {
     "embedding": "edgedistill.tasks.embedding",
+    "classifier": "edgedistill.tasks.classifier",
 }
 PLANNED: dict[str, str] = {
     "reranker": "cross-encoder rerankers (distil a cross-encoder teacher into a small cross-encoder or a "
                 "bi-encoder)",
-    "classifier": "text classifiers (soft labels with temperature, TinyBERT layer losses)",
 }
 TASK_NAMES = (*TASKS, *PLANNED)
 
