@@ -319,3 +319,12 @@ def test_recipe_section_errors(world: dict[str, Path], tmp_path: Path) -> None:
     r["stages"][1]["losses"] = [{"type": "mse"}]
     with pytest.raises(RecipeError, match=r"stages\.1\.losses\.0\.type"):
         load_recipe(write(tmp_path / "r.yaml", r))
+
+
+@pytest.mark.parametrize("name", ["snli-classifier", "spam-classifier"])
+def test_shipped_classifier_recipes_validate(name: str) -> None:
+    from edgedistill.recipe import load_recipe
+
+    recipe = load_recipe(name)
+    assert recipe.task == "classifier"
+    assert [s.type for s in recipe.stages] == ["finetune", "distill", "export", "quantize", "profile"]
