@@ -1,0 +1,89 @@
+"""Torch-free reranking with a deploy bundle: onnxruntime, tokenizers and numpy only.
+
+    from edgedistill.runtime import load
+    reranker = load("runs/snli-reranker/bundle")
+    result = reranker.rank("A man plays a guitar.", ["A person makes music.", "A woman sleeps."])
+    result.scores    # one relevance score per document, in the documents' order
+    result.ranking   # document indices, most relevant first
+
+This module must never import torch or transformers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgedistill.errors import RecipeError
+from edgedistill.manifest import BundleError, read_manifest, verify
+from edgedistill.tasks.seqcls.runtime import OnnxSequenceClassifier, apply_activation
+
+TASK = "reranker"
+
+
+class WrongTaskError(RecipeError):
+    """A bundle of another task was given where this one's was expected (exit code 2)."""
+
+
+def check_task(path: Path, manifest: dict, expected: str, command: str) -> None:
+    """Refuse, naming the file and the command to use, a bundle made for another task."""
+    task = manifest.get("task", "embedding")
+    if task != expected:
+        hint = {"embedding": "edgedistill embed BUNDLE TEXT...", "reranker": "edgedistill rank BUNDLE QUERY DOC...",
+                "classifier": "edgedistill classify BUNDLE TEXT..."}.get(task, f"the runtime of task {task!r}")
+        raise WrongTaskError(f"{command}: {Path(path) / 'manifest.json'} is a {task!r} bundle, not a {expected!r} "
+                             f"one; use `{hint}` for it, or give a {expected} bundle")
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """Scores in the documents' order and the ranking (document indices, best first)."""
+
+    scores: list[float]
+    ranking: list[int]
+
+
+class OnnxReranker:
+    """A cross-encoder bundle: one relevance logit per (query, document) pair."""
+
+    def __init__(self, path: Path | str, threads: int = 0, model_file: str | None = None, spin: bool = True,
+                 precision: str | None = None) -> None:
+        path = Path(path)
+        manifest = read_manifest(path)
+        check_task(path, manifest, TASK, "rank")
+        self.classifier = OnnxSequenceClassifier(path, threads=threads, model_file=model_file, spin=spin,
+                                                 precision=precision)
+        self.manifest = manifest
+        self.model_path = self.classifier.model_path
+        self.activation = str(manifest.get("activation", "none"))
+
+    @property
+    def session(self):  # the quantize stage's timing helpers reach for it
+        return self.classifier.session
+
+    def logits(self, pairs: list[tuple[str, str]], batch_size: int = 32) -> np.ndarray:
+        """One raw logit per pair [n]."""
+        if not pairs:
+            return np.zeros(0, dtype=np.float32)
+        return self.classifier.logits([(str(q), str(d)) for q, d in pairs], batch_size=batch_size)[:, 0]
+
+    def scores(self, pairs: list[tuple[str, str]], batch_size: int = 32) -> np.ndarray:
+        """Relevance per pair: the logit through the bundle's activation (sigmoid: 0..1; none: the logit)."""
+        return apply_activation(self.logits(pairs, batch_size), self.activation)
+
+    def rank(self, query: str, documents: list[str], batch_size: int = 32) -> Ranking:
+        """Score every document against the query; the ranking orders them best first (ties: input order)."""
+        scores = self.scores([(query, d) for d in documents], batch_size)
+        return Ranking([float(s) for s in scores], [int(i) for i in np.argsort(-scores, kind="stable")])
+
+
+def load(path: str | Path, *, threads: int = 0, check: bool = True, precision: str | None = None) -> OnnxReranker:
+    """Open a reranker deploy bundle; ``check`` verifies every file's sha256 first."""
+    path = Path(path)
+    if not path.is_dir():
+        raise BundleError(f"{path}: no such bundle folder")
+    if check:
+        verify(path)
+    return OnnxReranker(path, threads=threads, precision=precision)
