@@ -166,12 +166,13 @@ def embed(bundle: Path, texts: tuple[str, ...], text_file, fmt: str, output: Pat
 
     import numpy as np
 
-    from edgedistill.runtime import load
+    from edgedistill.runtime import load, require_task
 
     items = list(texts) + ([line.rstrip("\n") for line in text_file if line.strip()] if text_file else [])
     if not items:
         _fail(EdgedistillError("embed: no texts; pass them as arguments or with --file FILE (one per line)"))
     try:
+        require_task(bundle, "embedding", "embed")
         model = load(bundle, tokenizer_in_graph=tokenizer_in_graph, threads=threads, check=not no_check,
                      precision=precision)
     except EdgedistillError as e:

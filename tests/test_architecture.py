@@ -117,9 +117,10 @@ def test_one_registry_row_per_stage_type() -> None:
     from edgedistill.recipe import Recipe
 
     union = Recipe.model_fields["stages"].annotation.__args__[0].__origin__.__args__
-    assert {spec.config for spec in stages.REGISTRY.values()} == set(union)
+    assert {spec.config for spec in stages.REGISTRY.values() if spec.config is not None} == set(union)
     for name, spec in stages.REGISTRY.items():
-        assert spec.config.model_fields["type"].annotation.__args__ == (name,)
+        if spec.config is not None:  # None: only tasks that name a config have the stage (finetune)
+            assert spec.config.model_fields["type"].annotation.__args__ == (name,)
 
 
 @pytest.mark.parametrize("task", ["reranker", "classifier"])

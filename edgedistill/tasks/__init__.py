@@ -70,6 +70,14 @@ class Task(Protocol):
     def sample_texts(self, data: Any) -> list[str]:
         """Real held-out inputs (from the evaluation set) for checks of the shipped bundle."""
 
+    # Optional (read with getattr; the embedding task uses the defaults):
+    #   data_config: type[BaseModel]         the recipe's ``data:`` section (default: recipe.DataConfig)
+    #   evaluation_config: type[BaseModel]   the recipe's ``evaluation:`` section (default: recipe.EvaluationConfig)
+    #   stage_configs: dict[str, type]       config class per stage type, overriding the registry's default; a
+    #                                        stage type whose registry default is None exists only where a task
+    #                                        names a config for it (``finetune``)
+    #   finetune(cfg, ctx) -> StageResult    the ``finetune`` stage: a teacher from a pretrained encoder and labels
+
 
 # name -> module holding a ``TASK`` instance, or the issue that will bring it
 TASKS: dict[str, str] = {
