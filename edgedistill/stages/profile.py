@@ -89,10 +89,7 @@ def _fmt(v: Any, digits: int = 2) -> str:
 
 
 def report_section(metrics: dict[str, Any]) -> str | None:
-    """Per-target detail: latency by thread count, throughput over batch sizes x sequence lengths, the bundle
-    (or the Markdown a task's own profile wrote into its metrics, ``report_markdown``)."""
-    if metrics.get("report_markdown"):
-        return str(metrics["report_markdown"])
+    """Per-target detail: latency by thread count, throughput over batch sizes x sequence lengths, the bundle."""
     measurements = metrics.get("measurements")
     if not measurements:
         return None

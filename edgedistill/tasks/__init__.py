@@ -77,6 +77,13 @@ class Task(Protocol):
     #                                        stage type whose registry default is None exists only where a task
     #                                        names a config for it (``finetune``)
     #   finetune(cfg, ctx) -> StageResult    the ``finetune`` stage: a teacher from a pretrained encoder and labels
+    #   stage_reads: dict[str, tuple[str, ...]]  recipe inputs a stage reads in this task beyond its registry row's
+    #                                        (e.g. {"distill": ("data", "evaluation")}); they enter the stage's key
+    #   calibration_texts(data, n, seed) -> list   in-domain inputs (texts or (text, text) pairs) from the task's
+    #                                        data section, for quantization calibration and the search's proxy
+    #   profile(cfg, ctx) -> StageResult     the ``profile`` stage, for a workload that is not one text per call
+    #                                        (a reranker: 1 query x N candidates)
+    # A task's version of any stage may put its report section, as Markdown, in its metrics (``report_markdown``).
 
 
 # name -> module holding a ``TASK`` instance, or the issue that will bring it

@@ -79,6 +79,8 @@ class RerankerTask:
     evaluation_config: ClassVar[type] = RerankerEvaluation
     stage_configs: ClassVar[dict[str, type]] = {"finetune": RerankerFinetune, "distill": RerankerDistill,
                                                 "export": RerankerExport, "profile": RerankerProfile}
+    # distill reads the labelled pairs and keeps the evaluation's texts out; quantize calibrates on pairs
+    stage_reads: ClassVar[dict[str, tuple[str, ...]]] = {"distill": ("data", "evaluation"), "quantize": ("data",)}
 
     def load(self, kind: str, path: Path, device: str = "cpu", threads: int = 0) -> Any:
         from edgedistill.contract import ONNX
@@ -139,11 +141,17 @@ class RerankerTask:
 
         return run(cfg, ctx, self)
 
-    def quality_proxy(self, reference_bundle: Path, texts: list[str], threads: int = 0) -> Any:
+    def calibration_texts(self, data: RerankerData, n: int, seed: int) -> list[tuple[str, str]]:
+        """(query, passage) pairs of the training data (every label), for calibration and the quantize proxy."""
+        from edgedistill.tasks.reranker.data import labelled_pairs, load_groups
+
+        return [(p.query, p.passage) for p in labelled_pairs(load_groups(data.pairs), n, seed + 5)]
+
+    def quality_proxy(self, reference_bundle: Path, texts: list, threads: int = 0) -> Any:
         from edgedistill.tasks.seqcls.runtime import LogitsProxy
 
-        # the proxy scores pairs: consecutive in-domain sentences stand in for (query, passage)
-        pairs = list(zip(texts[0::2], texts[1::2], strict=False)) or [(t, t) for t in texts]
+        # pairs from calibration_texts; plain texts (unit tests) are paired with their neighbours
+        pairs = [t for t in texts if not isinstance(t, str)] or list(zip(texts[0::2], texts[1::2], strict=False))
         return LogitsProxy(reference_bundle, pairs, threads=threads)
 
     def bundle_variants(self, bundle: Path, manifest: dict, texts: list[str]) -> dict[str, Any]:

@@ -44,4 +44,10 @@ def run(cfg: RerankerExport, ctx: StageContext) -> StageResult:
     from edgedistill.manifest import read_manifest, write_manifest
 
     write_manifest(bundle, read_manifest(bundle))  # config.json's sha256 too
+    v = metrics["validation"]
+    metrics["report_markdown"] = (
+        f"Opset {metrics['opset']} ({cfg.exporter}), inputs {', '.join(metrics['inputs'])} ((query, passage) pairs) "
+        f"-> one {metrics['output'][:-1]} per pair; activation {activation} (recorded in the manifest). Checked "
+        f"against PyTorch on {v['check_inputs']} held-out pairs (a truncated long one included) at batch sizes "
+        f"{v['batch_sizes']}: max abs diff {v['max_abs_diff']:.2e} (gate {cfg.max_abs_diff:g}).")
     return StageResult(metrics={**metrics, "activation": activation})

@@ -114,7 +114,9 @@ def run(cfg: RerankerProfile, ctx: StageContext, task: Any) -> StageResult:
     head = str(HEADLINE if HEADLINE in cfg.candidates else cfg.candidates[0])
     metrics: dict[str, Any] = {
         "rerank_profile": measurements, "queries": len(queries), "threads": threads or "all cores",
-        "headline_candidates": int(head), "latency_ms_p50": final["candidates"][head]["p50_ms"],
+        "headline_candidates": int(head),
+        "measured_by": f"profile stage (1 query x {head} candidates in one call, text in, logits out)",
+        "latency_ms_p50": final["candidates"][head]["p50_ms"],
         "latency_ms_p90": final["candidates"][head]["p90_ms"], "pairs_per_s": final["candidates"][head]["pairs_per_s"],
         "speedup_vs_teacher": (teacher["candidates"][head]["p50_ms"] / final["candidates"][head]["p50_ms"]
                                if teacher else None),

@@ -16,25 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
-from edgedistill.errors import RecipeError
-from edgedistill.manifest import BundleError, read_manifest, verify
+from edgedistill.manifest import BundleError, verify
+from edgedistill.runtime import require_task
 from edgedistill.tasks.seqcls.runtime import OnnxSequenceClassifier, apply_activation
 
 TASK = "reranker"
-
-
-class WrongTaskError(RecipeError):
-    """A bundle of another task was given where this one's was expected (exit code 2)."""
-
-
-def check_task(path: Path, manifest: dict, expected: str, command: str) -> None:
-    """Refuse, naming the file and the command to use, a bundle made for another task."""
-    task = manifest.get("task", "embedding")
-    if task != expected:
-        hint = {"embedding": "edgedistill embed BUNDLE TEXT...", "reranker": "edgedistill rank BUNDLE QUERY DOC...",
-                "classifier": "edgedistill classify BUNDLE TEXT..."}.get(task, f"the runtime of task {task!r}")
-        raise WrongTaskError(f"{command}: {Path(path) / 'manifest.json'} is a {task!r} bundle, not a {expected!r} "
-                             f"one; use `{hint}` for it, or give a {expected} bundle")
 
 
 @dataclass(frozen=True)
@@ -51,13 +37,12 @@ class OnnxReranker:
     def __init__(self, path: Path | str, threads: int = 0, model_file: str | None = None, spin: bool = True,
                  precision: str | None = None) -> None:
         path = Path(path)
-        manifest = read_manifest(path)
-        check_task(path, manifest, TASK, "rank")
+        require_task(path, TASK, "rank")
         self.classifier = OnnxSequenceClassifier(path, threads=threads, model_file=model_file, spin=spin,
                                                  precision=precision)
-        self.manifest = manifest
+        self.manifest = self.classifier.manifest
         self.model_path = self.classifier.model_path
-        self.activation = str(manifest.get("activation", "none"))
+        self.activation = str(self.manifest.get("activation", "none"))
 
     @property
     def session(self):  # the quantize stage's timing helpers reach for it
@@ -80,10 +65,12 @@ class OnnxReranker:
 
 
 def load(path: str | Path, *, threads: int = 0, check: bool = True, precision: str | None = None) -> OnnxReranker:
-    """Open a reranker deploy bundle; ``check`` verifies every file's sha256 first."""
+    """Open a reranker deploy bundle; ``check`` verifies every file's sha256 first (``edgedistill.runtime.load``
+    dispatches here for a reranker bundle, having checked it)."""
     path = Path(path)
     if not path.is_dir():
         raise BundleError(f"{path}: no such bundle folder")
+    require_task(path, TASK, "rank")
     if check:
         verify(path)
     return OnnxReranker(path, threads=threads, precision=precision)
