@@ -123,7 +123,7 @@ def test_one_registry_row_per_stage_type() -> None:
             assert spec.config.model_fields["type"].annotation.__args__ == (name,)
 
 
-@pytest.mark.parametrize("task", ["reranker", "classifier"])
+@pytest.mark.parametrize("task", ["classifier"])
 def test_planned_tasks_fail_validation_clearly(tmp_path: Path, tiny_world: dict, task: str) -> None:
     from edgedistill.errors import RecipeError
     from edgedistill.recipe import load_recipe

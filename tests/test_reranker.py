@@ -33,7 +33,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {
         "encoder": build_st_model(root / "encoder", family="mpnet", hidden=32, layers=2, seed=0),
         "student": build_st_model(root / "student", family="bert", hidden=16, layers=3, seed=1),
-        "snli": write_snli(root / "snli", n=40),
+        "snli": write_snli(root / "snli", n=40, seed=11),
         "retrieval": write_retrieval(root / "retrieval"),
     }
 

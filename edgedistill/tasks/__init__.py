@@ -89,10 +89,9 @@ class Task(Protocol):
 # name -> module holding a ``TASK`` instance, or the issue that will bring it
 TASKS: dict[str, str] = {
     "embedding": "edgedistill.tasks.embedding",
+    "reranker": "edgedistill.tasks.reranker",
 }
 PLANNED: dict[str, str] = {
-    "reranker": "cross-encoder rerankers (distil a cross-encoder teacher into a small cross-encoder or a "
-                "bi-encoder)",
     "classifier": "text classifiers (soft labels with temperature, TinyBERT layer losses)",
 }
 TASK_NAMES = (*TASKS, *PLANNED)

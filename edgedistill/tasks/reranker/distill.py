@@ -73,6 +73,7 @@ def run(cfg: RerankerDistill, ctx: StageContext, data: RerankerData, exclude: se
     dev_teacher = scores[[index[p] for p in dev]] if dev else None
 
     init = ctx.teacher if cfg.student.init == "teacher" else resolve(cfg.student.init)
+    torch.manual_seed(seed)  # the new head's initial weights, whatever ran before in this process
     student = build_classifier(init, 1, labels=["relevance"], layers=cfg.student.layers,
                                max_seq_length=cfg.max_seq_length, device=ctx.device, field="stages.distill.student.init")
     weights = {loss.type: loss.weight for loss in cfg.losses}

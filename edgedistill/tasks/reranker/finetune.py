@@ -62,6 +62,7 @@ def run(cfg: RerankerFinetune, ctx: StageContext, data: RerankerData, exclude: s
 
     seed = data.seed if cfg.seed is None else cfg.seed
     pairs, dev = training_pairs(cfg, data, exclude, seed)
+    torch.manual_seed(seed)  # the new head's initial weights, whatever ran before in this process
     clf = build_classifier(ctx.input.path, 1, labels=["relevance"], max_seq_length=cfg.max_seq_length,
                            device=ctx.device, field="teacher")
     targets = torch.tensor([p.label for p in pairs], dtype=torch.float32, device=ctx.device)

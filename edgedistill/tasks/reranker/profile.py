@@ -87,7 +87,7 @@ def run(cfg: RerankerProfile, ctx: StageContext, task: Any) -> StageResult:
     models = _models(cfg, ctx, task)
     loaded = {label: task.load(kind, path, threads=threads) for label, kind, path in models}
     for model in loaded.values():
-        if hasattr(model, "classifier"):  # ONNX: idle pool threads must not spin while another model is timed
+        if hasattr(model, "model_path"):  # ONNX: idle pool threads must not spin while another model is timed
             from edgedistill.runtime import _session
 
             model.classifier.session = _session(model.model_path, threads, spin=False)

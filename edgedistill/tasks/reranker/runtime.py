@@ -11,8 +11,8 @@ This module must never import torch or transformers.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -23,8 +23,7 @@ from edgedistill.tasks.seqcls.runtime import OnnxSequenceClassifier, apply_activ
 TASK = "reranker"
 
 
-@dataclass(frozen=True)
-class Ranking:
+class Ranking(NamedTuple):
     """Scores in the documents' order and the ranking (document indices, best first)."""
 
     scores: list[float]
