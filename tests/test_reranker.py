@@ -200,3 +200,41 @@ def test_sigkill_mid_distill_then_resume(chain: dict, tmp_path: Path, monkeypatc
     got, want = (json.loads((d / "metrics.json").read_text())["evaluation"] for d in (resumed, reference))
     for key in ("rerank_ndcg10", "rerank_mrr10", "teacher_rank_spearman"):
         assert got[key] == pytest.approx(want[key], abs=TOLERANCE), key
+
+
+def _ce_to_bi_recipe(tiny_world: dict, world: dict, margin_teacher: str) -> dict:
+    from tests.conftest import tiny_recipe
+
+    recipe = tiny_recipe(tiny_world, name="ce-to-bi")
+    distill = recipe["stages"][0]
+    distill.update(losses=[{"type": "mse"}, {"type": "margin_mse"}], triplets=20, triplet_source=str(world["snli"]),
+                   triplet_batch_size=8, margin_teacher=margin_teacher)
+    recipe["stages"] = [distill]
+    return recipe
+
+
+def test_cross_encoder_margins_train_a_bi_encoder(tiny_world: dict, world: dict, chain: dict, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EDGEDISTILL_CACHE", str(chain["cache"]))
+    (finetuned,) = chain["run_dir"].glob("00-finetune-*")
+    recipe = _ce_to_bi_recipe(tiny_world, world, str(finetuned / "artifact"))
+    (record,) = run_recipe(load_recipe(write_recipe(tmp_path / "r.yaml", recipe)), tmp_path / "runs")
+    assert record.metrics["margin_teacher_scale"] > 0 and 0 <= record.metrics["margin_sign_agreement"] <= 1
+    assert np.isfinite(record.evaluation["retrieval_ndcg10"])
+
+
+def test_bi_encoder_as_margin_teacher_exit_2(tiny_world: dict, world: dict, tmp_path: Path) -> None:
+    recipe = _ce_to_bi_recipe(tiny_world, world, str(world["encoder"]))
+    out = CliRunner().invoke(main, ["run", str(write_recipe(tmp_path / "r.yaml", recipe)), "--runs-dir",
+                                    str(tmp_path / "runs")])
+    assert out.exit_code == 2, out.output
+    assert "stages.distill.margin_teacher" in out.output and "sentence-transformers embedding model" in out.output
+
+
+def test_unset_margin_teacher_keeps_embedding_keys() -> None:
+    from edgedistill.contract import content_key
+    from edgedistill.stages.configs import DistillStage
+
+    cfg = DistillStage(type="distill", student={"init": "all-MiniLM-L6-v2"})
+    assert "margin_teacher" not in cfg.model_dump()
+    assert content_key(cfg.model_dump()) == "cc33123eec2b"  # the key before margin_teacher existed

@@ -91,24 +91,12 @@ def run(cfg: RerankerProfile, ctx: StageContext, task: Any) -> StageResult:
             from edgedistill.runtime import _session
 
             model.classifier.session = _session(model.model_path, threads, spin=False)
-    labels = list(loaded)
-    times: dict[str, dict[int, list[float]]] = {label: {n: [] for n in cfg.candidates} for label in labels}
-    for n in cfg.candidates:
-        for label in labels:
-            for q, docs in list(zip(queries, candidates, strict=True))[: cfg.warmup]:
-                loaded[label].logits([(q, d) for d in docs[:n]], batch_size=n)
-        for r, (q, docs) in enumerate(zip(queries, candidates, strict=True)):
-            pairs = [(q, d) for d in docs[:n]]
-            for label in labels if r % 2 == 0 else labels[::-1]:
-                t0 = time.perf_counter()
-                loaded[label].logits(pairs, batch_size=n)
-                times[label][n].append(1000 * (time.perf_counter() - t0))
+    times = time_queries(loaded, queries, candidates, cfg.candidates, cfg.warmup)
     kinds = {label: kind for label, kind, _ in models}
     sizes = {label: _size(path) for label, _, path in models}
     measurements = []
-    for label in labels:
-        per_n = {str(n): {"p50_ms": float(np.median(t)), "p90_ms": float(np.percentile(t, 90)),
-                          "pairs_per_s": float(n * 1000 / np.median(t))} for n, t in times[label].items()}
+    for label in loaded:
+        per_n = summarize(times[label])
         measurements.append({"label": label, "kind": kinds[label], "size_mb": sizes[label], "candidates": per_n})
     final, teacher = measurements[-1], next((m for m in measurements if m["kind"] == TEACHER), None)
     head = str(HEADLINE if HEADLINE in cfg.candidates else cfg.candidates[0])
@@ -123,6 +111,31 @@ def run(cfg: RerankerProfile, ctx: StageContext, task: Any) -> StageResult:
     }
     metrics["report_markdown"] = report_section(metrics)
     return StageResult(metrics=metrics, passthrough=True)
+
+
+def time_queries(models: dict[str, Any], queries: list[str], candidates: list[list[str]], counts: list[int],
+                 warmup: int = 1) -> dict[str, dict[int, list[float]]]:
+    """Wall time (ms) of scoring each query's first ``n`` candidates in one call, for every model and count;
+    query by query, the models in turn (order alternating), after ``warmup`` untimed queries per model."""
+    labels = list(models)
+    times: dict[str, dict[int, list[float]]] = {label: {n: [] for n in counts} for label in labels}
+    for n in counts:
+        for label in labels:
+            for q, docs in list(zip(queries, candidates, strict=True))[:warmup]:
+                models[label].logits([(q, d) for d in docs[:n]], batch_size=n)
+        for r, (q, docs) in enumerate(zip(queries, candidates, strict=True)):
+            pairs = [(q, d) for d in docs[:n]]
+            for label in labels if r % 2 == 0 else labels[::-1]:
+                t0 = time.perf_counter()
+                models[label].logits(pairs, batch_size=n)
+                times[label][n].append(1000 * (time.perf_counter() - t0))
+    return times
+
+
+def summarize(times: dict[int, list[float]]) -> dict[str, dict[str, float]]:
+    """p50/p90 ms and pairs/s (at the p50) per candidate count."""
+    return {str(n): {"p50_ms": float(np.median(t)), "p90_ms": float(np.percentile(t, 90)),
+                     "pairs_per_s": float(n * 1000 / np.median(t))} for n, t in times.items()}
 
 
 def _size(path: Path) -> float:
