@@ -37,6 +37,8 @@ def main() -> None:
     parser.add_argument("--runs-dir", default=str(ROOT / "runs"))
     parser.add_argument("--queries", type=int, default=12, help="Queries timed per model and candidate count.")
     parser.add_argument("--first-stage", default=None, help="Also rerank a bi-encoder's top-k (e.g. all-MiniLM-L6-v2).")
+    parser.add_argument("--margins", action="store_true", help="Also distil a bi-encoder with margin_mse on the "
+                        "cross-encoder's margins vs the bi-encoder teacher's (benchmarks/recipes/margins.yaml).")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
@@ -94,6 +96,8 @@ def main() -> None:
                  "teacher": other.quality(loaded[teacher_label]),
                  "int8": other.quality(loaded["student · ONNX INT8 (bundle)"])}
 
+    margins = margin_comparison(args.runs_dir, runner.teacher_path) if args.margins else None
+
     final = rows[-1]
     verdict = {
         "retention_pct": (final["retention_pct"], final["retention_pct"] >= GOALS["retention_pct"]),
@@ -104,11 +108,29 @@ def main() -> None:
     result = {"recipe": recipe.name, "run_s_this_call": round(run_s, 1), "host": platform.processor() or platform.machine(),
               "threads": recipe.threads, "timed_queries": len(queries), "rows": rows, "goals": GOALS,
               "verdict": {k: {"value": v, "met": ok} for k, (v, ok) in verdict.items()}, "bi_encoder_first_stage": extra,
+              "ce_to_bi": margins,
               "stage_s": {r.type: r.timings.get("stage_s") for r in records}}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "reranker.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
     (RESULTS / "reranker.md").write_text(markdown(result))
     print(markdown(result))
+
+
+def margin_comparison(runs_dir: str, cross_encoder: Path) -> dict:
+    """The same bi-encoder distillation twice: margin_mse on the bi-encoder teacher's margins, then on the
+    cross-encoder's; their evaluations (the default recipe's sets) side by side."""
+    from edgedistill.pipeline import run_recipe
+    from edgedistill.recipe import load_recipe
+
+    recipe = ROOT / "benchmarks" / "recipes" / "margins.yaml"
+    out = {}
+    for name, extra in (("from the bi-encoder teacher", []), ("from the cross-encoder teacher",
+                                                               [f"stages.0.margin_teacher={cross_encoder}"])):
+        label = "margins-from-ce" if extra else "margins-from-bi"
+        (record,) = run_recipe(load_recipe(recipe, [f"name={label}", *extra]), runs_dir)
+        out[name] = {**record.evaluation, "stage_s": record.timings.get("stage_s"),
+                     **{k: record.metrics.get(k) for k in ("margin_sign_agreement", "margin_teacher_scale")}}
+    return out
 
 
 def _f(v: object, d: int = 2) -> str:
@@ -143,6 +165,16 @@ def markdown(r: dict) -> str:
         lines += ["", f"With a bi-encoder first stage ({extra['first_stage']}, top-20, same queries): the first stage "
                   f"alone nDCG@10 {_f(extra['first_stage_ndcg10'])} (recall@20 {_f(extra['first_stage_recall'], 1)}%), "
                   f"teacher {_f(extra['teacher']['rerank_ndcg10'])}, INT8 student {_f(extra['int8']['rerank_ndcg10'])}."]
+    ce = r.get("ce_to_bi")
+    if ce:
+        lines += ["", "Cross-encoder -> bi-encoder (benchmarks/recipes/margins.yaml: paraphrase-MiniLM-L3-v2 student, "
+                  "5,000 sentences with mse + 1,000 SNLI triplets with margin_mse; only the margins' source differs):",
+                  "", "| margin_mse margins | STS-b | nDCG@10 | nDCG@10 vs teacher index | cosine to teacher | sign "
+                  "agreement of the margins |", "|---|---|---|---|---|---|"]
+        for name, ev in ce.items():
+            lines.append(f"| {name} | {_f(ev.get('sts_spearman'))} | {_f(ev.get('retrieval_ndcg10'))} | "
+                         f"{_f(ev.get('retrieval_ndcg10_cross'))} | {_f(ev.get('teacher_cosine_mean'), 4)} | "
+                         f"{_f(ev.get('margin_sign_agreement'), 3)} |")
     lines += ["", "Stage times of the run (s): " + ", ".join(f"{k} {_f(v, 0)}" for k, v in r["stage_s"].items()), ""]
     return "\n".join(lines)
 
