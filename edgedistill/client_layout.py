@@ -47,6 +47,10 @@ Kind = Literal["feature-extraction", "sequence-classification"]
 KINDS = ("feature-extraction", "sequence-classification")
 PROBLEM_TYPES = ("single_label_classification", "multi_label_classification", "regression")
 LOGITS = "logits"
+# The task's activation on the logits (its manifest's ``activation``) as transformers' problem_type, which tells
+# transformers.js's text-classification pipeline what to apply: softmax, sigmoid, or nothing.
+ACTIVATION_PROBLEM = {"softmax": "single_label_classification", "sigmoid": "multi_label_classification",
+                      "none": "regression"}
 
 
 def model_files(sources: list[Path]) -> dict[str, Path]:
@@ -80,11 +84,16 @@ def _first_json(sources: list[Path], name: str) -> dict[str, Any] | None:
 
 def graph_contract(manifest: dict) -> dict[str, Any]:
     """What the graphs take and return, for config.json readers."""
-    return {"inputs": list(manifest["inputs"]), "output": manifest["output"], "dimension": manifest["dimension"],
-            "pooling": f"{manifest['pooling']} (inside the graph)", "normalized": bool(manifest["normalized"]),
-            "max_seq_length": manifest["max_seq_length"], "manifest": "manifest.json",
-            "run_rows_separately": bool(manifest.get("batch_invariance", {}).get("run_rows_separately")),
-            "token_embeddings": {p: bool(v.get("output")) for p, v in manifest.get("token_embeddings", {}).items()}}
+    contract = {"inputs": list(manifest["inputs"]), "output": manifest["output"], "dimension": manifest["dimension"],
+                "max_seq_length": manifest["max_seq_length"], "manifest": "manifest.json",
+                "run_rows_separately": bool(manifest.get("batch_invariance", {}).get("run_rows_separately")),
+                "token_embeddings": {p: bool(v.get("output")) for p, v in manifest.get("token_embeddings", {}).items()}}
+    if "pooling" in manifest:  # embedding graphs; a sequence classifier's graph ends in logits (its task's fields)
+        contract.update(pooling=f"{manifest['pooling']} (inside the graph)", normalized=bool(manifest["normalized"]))
+    for key in ("task", "text_inputs", "activation", "labels"):
+        if key in manifest:
+            contract[key] = manifest[key]
+    return contract
 
 
 def write_layout(bundle: Path, manifest: dict, sources: list[Path], sentences: list[str] | None = None) -> dict[str, Any]:
@@ -103,13 +112,17 @@ def write_layout(bundle: Path, manifest: dict, sources: list[Path], sentences: l
             shutil.copy2(graphs[precision], bundle / target)
             models[precision] = target
     final = "int8" if manifest.get("quantization") else "fp32"
+    # A graph that ends in logits with named labels (a classifier's, a reranker's) is a sequence classifier for
+    # the clients; one that ends in probabilities (activation inside) is not: their pipelines would apply the
+    # activation again, so it keeps the generic config with the task's fields.
     labels = manifest.get("labels")
+    classifier = labels is not None and manifest.get("output") == LOGITS
     if labels is None and sentences and manifest.get("pooling") == "mean":
         manifest = {**manifest, "token_embeddings": token_outputs(bundle, manifest, graphs, sentences)}
     fields = write_client_layout(
-        bundle, manifest, kind="sequence-classification" if labels is not None else "feature-extraction",
-        labels=labels, problem_type=manifest.get("problem_type"), config=_first_json(sources, "config.json"),
-        tokenizer_config=_first_json(sources, "tokenizer_config.json"))
+        bundle, manifest, kind="sequence-classification" if classifier else "feature-extraction",
+        labels=labels, problem_type=manifest.get("problem_type") or ACTIVATION_PROBLEM.get(manifest.get("activation")),
+        config=_first_json(sources, "config.json"), tokenizer_config=_first_json(sources, "tokenizer_config.json"))
     if "token_embeddings" in manifest:
         fields["token_embeddings"] = manifest["token_embeddings"]
     return {"model": models[final], "models": models, "precision": final, **fields}
@@ -178,7 +191,7 @@ def write_client_layout(bundle_dir: Path, manifest: dict, *, kind: Kind = "featu
         config["edgedistill"] = contract
         clients = {"kind": kind, "layout": "onnx/ + config.json + tokenizer files (transformers.js, fastembed)",
                    "output": contract["output"], "pooling": "none: read the output as is",
-                   "normalize": "none needed: already L2-normalised"}
+                   "normalize": "none needed: already L2-normalised" if manifest.get("normalized") else "none"}
     else:
         config.update(classification_config(config, manifest, labels, problem_type))
         clients = {"kind": kind, "layout": "onnx/ + config.json + tokenizer files (transformers.js text-classification)",
@@ -217,7 +230,8 @@ def classification_config(config: dict, manifest: dict, labels: Sequence[str] | 
             "id2label": {str(i): label for i, label in enumerate(labels)},
             "label2id": {label: i for i, label in enumerate(labels)}, "problem_type": problem_type,
             "edgedistill": {"inputs": list(manifest["inputs"]), "output": LOGITS, "labels": list(labels),
-                            "max_seq_length": manifest["max_seq_length"], "manifest": "manifest.json"}}
+                            "max_seq_length": manifest["max_seq_length"], "manifest": "manifest.json",
+                            **{k: manifest[k] for k in ("task", "text_inputs", "activation") if k in manifest}}}
 
 
 def sequence_classification_architecture(config: dict) -> str:

@@ -45,6 +45,8 @@ class StageInputs:
     seed: int = 0  # data.seed
     selection: str | None = None  # the STS set whose dev split selects checkpoints (evaluation.sts)
     threads: int = 0  # CPU threads where they change results (quantization trials' timing)
+    data: Any = None  # the recipe's whole (task-specific) data section, e.g. labelled pairs for finetune
+    evaluation: Any = None  # the recipe's (task-specific) evaluation section
 
 
 @dataclass

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, create_model, field_validator, model_validator
 
 from edgedistill.errors import RecipeError
 from edgedistill.stages import REGISTRY, StageConfig
@@ -76,7 +76,7 @@ class Recipe(Strict):
     data: DataConfig
     evaluation: EvaluationConfig = EvaluationConfig()
     task: str = Field(default="embedding", description="What kind of model the chain distils: embedding (built), "
-                      "reranker or classifier (planned).")
+                      "reranker (cross-encoders) or classifier (planned).")
     stages: list[StageConfig] = Field(min_length=1)
     threads: int = Field(default=0, ge=0, description="torch CPU threads; 0 = all cores.")
     trust: TrustConfig = TrustConfig()
@@ -100,27 +100,72 @@ class Recipe(Strict):
             if needs != current:
                 raise ValueError(
                     f"stages: stages.{i} ({stage.type}) needs a {needs} input but the previous stage gives a {current}; "
-                    f"order stages as distill -> export -> quantize -> profile"
+                    f"order stages as [finetune ->] distill -> export -> quantize -> profile"
                 )
             current = makes
         return self
 
 
-def _format_validation_error(err: ValidationError, source: str) -> str:
+def stage_configs(task: str) -> dict[str, type[BaseModel]]:
+    """Stage type -> config class in a task's recipes: the registry's defaults with the task's own
+    ``stage_configs`` on top (a stage type without a default, e.g. ``finetune``, exists only where a task names
+    a config for it)."""
+    from edgedistill.tasks import TASKS, get_task
+
+    merged = {stage: spec.config for stage, spec in REGISTRY.items()}
+    if task in TASKS:
+        merged.update(getattr(get_task(task), "stage_configs", {}))
+    return {stage: config for stage, config in merged.items() if config is not None}
+
+
+_RECIPE_MODELS: dict[str, type[Recipe]] = {}
+
+
+def recipe_model(task: str) -> type[Recipe]:
+    """The recipe schema of a task: ``Recipe`` with the task's own ``data`` and ``evaluation`` sections and stage
+    configs (``Task.data_config``, ``Task.evaluation_config``, ``Task.stage_configs``). Unknown or planned task
+    names get ``Recipe`` itself, whose ``task`` check then says what is available."""
+    from edgedistill.tasks import TASKS, get_task
+
+    if task not in TASKS:
+        return Recipe
+    if task not in _RECIPE_MODELS:
+        spec = get_task(task)
+        data = getattr(spec, "data_config", DataConfig)
+        evaluation = getattr(spec, "evaluation_config", EvaluationConfig)
+        configs = tuple(stage_configs(task).values())
+        if data is DataConfig and evaluation is EvaluationConfig and set(configs) == set(_DEFAULT_CONFIGS):
+            _RECIPE_MODELS[task] = Recipe
+        else:
+            union = Annotated[Union[configs], Field(discriminator="type")] if len(configs) > 1 else configs[0]  # noqa: UP007
+            try:
+                evaluation_default: Any = evaluation()
+            except ValidationError:
+                evaluation_default = ...
+            _RECIPE_MODELS[task] = create_model(
+                f"{task.title()}Recipe", __base__=Recipe, __doc__=f"A {task} recipe.",
+                data=(data, ...), evaluation=(evaluation, evaluation_default),
+                stages=(list[union], Field(min_length=1)))
+    return _RECIPE_MODELS[task]
+
+
+def _format_validation_error(err: ValidationError, source: str, model: type[Recipe] = Recipe,
+                             task: str = "embedding") -> str:
     lines = [f"{source}: invalid recipe ({err.error_count()} problem{'s' if err.error_count() > 1 else ''})"]
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"] if not (isinstance(p, str) and p in _STAGE_TYPES))
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             field = str(e["loc"][-1])
-            allowed = _allowed_fields(e["loc"][:-1])
+            allowed = _allowed_fields(e["loc"][:-1], model, task)
             close = difflib.get_close_matches(field, allowed, n=1)
             hint = f"; did you mean '{close[0]}'?" if close else ""
             msg = f"unknown key '{field}'{hint} Allowed here: {', '.join(sorted(allowed))}"
         elif e["type"] == "missing":
             msg = "required field is missing"
         elif e["type"] == "union_tag_invalid":
-            msg = f"unknown stage type {e.get('input', {}).get('type')!r}; expected one of {sorted(REGISTRY)}"
+            msg = (f"unknown stage type {e.get('input', {}).get('type')!r} for task {task}; expected one of "
+                   f"{sorted(stage_configs(task))}")
         elif e["type"] != "value_error" and not isinstance(e.get("input"), (dict, list)):
             msg = f"{msg} (got {e.get('input')!r})"
         lines.append(f"  - {loc}: {msg}" if loc else f"  - {msg}")
@@ -129,17 +174,18 @@ def _format_validation_error(err: ValidationError, source: str) -> str:
 
 
 _STAGE_TYPES = set(REGISTRY)
-_STAGE_MODELS = {name: spec.config for name, spec in REGISTRY.items()}
+_DEFAULT_CONFIGS = tuple(spec.config for spec in REGISTRY.values() if spec.config is not None)
 
 
-def _allowed_fields(loc: tuple) -> list[str]:
+def _allowed_fields(loc: tuple, recipe: type[Recipe] = Recipe, task: str = "embedding") -> list[str]:
     """Field names allowed at a location, for 'did you mean' hints."""
-    model: type[BaseModel] | None = Recipe
+    stage_models = stage_configs(task)
+    model: type[BaseModel] | None = recipe
     for part in loc:
         if isinstance(part, int):
             continue
-        if part in _STAGE_MODELS:
-            model = _STAGE_MODELS[part]
+        if part in stage_models:
+            model = stage_models[part]
             continue
         if model is None:
             return []
@@ -207,10 +253,13 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         raise RecipeError(f"{path}: expected a mapping with name, teacher, data and stages at the top level")
     for assignment in overrides:
         apply_override(data, assignment)
+    task = data.get("task", "embedding")
+    model = recipe_model(task) if isinstance(task, str) else Recipe
     try:
-        return Recipe.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as e:
-        raise RecipeError(_format_validation_error(e, str(path))) from None
+        raise RecipeError(_format_validation_error(e, str(path), model, task if isinstance(task, str) else "?")) \
+            from None
 
 
 def shipped_recipes_dir() -> Path:

@@ -92,22 +92,29 @@ class Runner:
     def stage_inputs(self, stage_type: str) -> tuple[StageInputs, dict[str, object]]:
         """What a stage may read beyond its config and input (its registry row's ``reads``), and the part of its
         key those inputs make: local files by content, everything else by value."""
-        reads = stages.REGISTRY[stage_type].reads
+        # the registry's reads, plus those a task's version of the stage needs (Task.stage_reads)
+        extra = getattr(self.task, "stage_reads", {}).get(stage_type, ())
+        reads = stages.REGISTRY[stage_type].reads + tuple(r for r in extra if r not in stages.REGISTRY[stage_type].reads)
         r = self.recipe
-        train = r.data.train
-        values = {"train": train, "seed": r.data.seed, "selection": r.evaluation.sts, "threads": r.threads}
+        train = getattr(r.data, "train", None)  # unlabelled text (embedding); other tasks read their whole data
+        values = {"train": train, "seed": r.data.seed, "selection": getattr(r.evaluation, "sts", None),
+                  "threads": r.threads, "data": r.data, "evaluation": r.evaluation}
         inputs = StageInputs(**{k: v for k, v in values.items() if k in reads})
         key: dict[str, object] = {}
         for name in reads:
             if name == "train":
-                key[name] = [source_fingerprint(s) for s in ([train] if isinstance(train, str) else train)]
+                key[name] = [source_fingerprint(s) for s in ([train] if isinstance(train, str) else train or [])]
             elif name == "selection":
-                key[name] = source_fingerprint(r.evaluation.sts) if r.evaluation.sts else None
+                key[name] = source_fingerprint(values["selection"]) if values["selection"] else None
             elif name == "exclusions":  # held-out sentences kept out of training
                 ev = r.evaluation
-                key[name] = [source_fingerprint(ev.heldout), ev.heldout_sentences] if ev.heldout else None
+                heldout = getattr(ev, "heldout", None)
+                key[name] = [source_fingerprint(heldout), ev.heldout_sentences] if heldout else None
             elif name == "evaluation":
                 key[name] = self.eval_key()
+            elif name == "data":
+                key[name] = [r.data.model_dump(),
+                             {field: source_fingerprint(spec) for field, spec in source_fields(r.data).items()}]
             else:
                 key[name] = values[name]
         return inputs, key
@@ -195,17 +202,36 @@ class Runner:
         allow_remote_code(self.recipe.trust.remote_code)
         check_model_folder(self.teacher_path, "teacher", self.recipe.trust.pickle_weights,
                            self.recipe.trust.remote_code)
-        teacher_metrics, _ = self.teacher_evaluation()
         current = Artifact(TEACHER, self.teacher_path, self.root_key())
+        finetunes = next((i for i, cfg in enumerate(self.recipe.stages)
+                          if stages.output_kind(cfg.type) != TEACHER), len(self.recipe.stages))
+        # a recipe whose first stages make the teacher (finetune) evaluates the teacher they make, not the
+        # pretrained encoder it starts from (an untrained head would be meaningless)
+        teacher_metrics = self.teacher_evaluation()[0] if finetunes == 0 else {}
         current_eval = teacher_metrics
         records: list[StageRecord] = []
         for index, cfg in enumerate(self.recipe.stages):
             record = self._run_stage(index, cfg, current, current_eval)
+            if index < finetunes:
+                record = self._adopt_teacher(record)
+                teacher_metrics = record.evaluation
             records.append(record)
             current, current_eval = record.artifact, record.evaluation
         self.teacher_metrics = self._teacher_record(teacher_metrics, measure=not all(r.reused for r in records))
         self._link_final(records)
         return records
+
+    def _adopt_teacher(self, record: StageRecord) -> StageRecord:
+        """A stage made the teacher (finetune): later stages, the evaluator and the report's retention use it."""
+        self.teacher_path = record.artifact.path
+        self._evaluator = None
+        check_model_folder(self.teacher_path, f"stages.{record.index} ({record.type}) output",
+                           self.recipe.trust.pickle_weights, self.recipe.trust.remote_code)
+        record.evaluation = self.teacher_evaluation()[0]
+        if record.metrics.get("evaluation") != record.evaluation:
+            record.metrics.update(evaluation=record.evaluation, eval_key=self.eval_key())
+            write_json_atomic(record.dir / "metrics.json", record.metrics)
+        return record
 
     def _teacher_record(self, quality: dict[str, float], measure: bool) -> dict[str, float]:
         """Teacher metrics for the report. Its latency is measured in the run that ran stages, on the same
@@ -238,15 +264,17 @@ class Runner:
         record = self._finished(index, cfg.type, final, input_)
         if record is not None:
             log.info("stage %d %s: finished earlier, reusing %s", index, cfg.type, final.name)
-            if record.metrics.get("eval_key") != self.eval_key() and not record.metrics.get("passthrough"):
+            stale = record.metrics.get("eval_key") != self.eval_key()
+            if stale and not record.metrics.get("passthrough") and record.artifact.kind != TEACHER:
                 record.evaluation = self.evaluate_artifact(record.artifact)
                 record.metrics.update(evaluation=record.evaluation, eval_key=self.eval_key())
                 write_json_atomic(final / "metrics.json", record.metrics)
             record.reused = True
             return record
 
-        if cfg.type == "distill" and cfg.student.init != "teacher":
-            check_model_folder(resolve(cfg.student.init), "stages.distill.student.init",
+        init = getattr(getattr(cfg, "student", None), "init", None)
+        if init and init != "teacher":
+            check_model_folder(resolve(init), f"stages.{cfg.type}.student.init",
                                self.recipe.trust.pickle_weights, self.recipe.trust.remote_code)
         work = self.run_dir / f".tmp-{final.name}"
         if work.exists():
@@ -283,10 +311,11 @@ class Runner:
 
     def _execute(self, index: int, cfg: Any, config: dict[str, Any], key: str, final: Path, work: Path,
                  input_: Artifact, input_eval: dict[str, float], inputs: StageInputs) -> StageRecord:
+        makes_teacher = stages.output_kind(cfg.type) == TEACHER  # evaluated as the teacher once it is final
         ctx = StageContext(
             index=index, teacher=self.teacher_path, input=input_, work_dir=work,
             device=pick_device(getattr(cfg, "device", "auto")), input_evaluation=input_eval,
-            _evaluator=self.evaluator, inputs=inputs, task=self.task,
+            _evaluator=None if makes_teacher else self.evaluator, inputs=inputs, task=self.task,
         )
         log.info("stage %d %s: running (key %s)", index, cfg.type, key)
         t0 = time.perf_counter()
@@ -295,13 +324,16 @@ class Runner:
         if result.passthrough:
             artifact = input_
             evaluation = dict(input_eval)
+        elif makes_teacher:
+            artifact = Artifact(TEACHER, final / "artifact", key)
+            evaluation = {}
         else:
             artifact = Artifact(stages.output_kind(cfg.type), final / "artifact", key)
             t1 = time.perf_counter()
             evaluation = self.evaluate_artifact(Artifact(artifact.kind, ctx.artifact_dir, key))
             eval_s = time.perf_counter() - t1
         timings = {"stage_s": round(stage_s, 2)}
-        if not result.passthrough:
+        if not result.passthrough and not makes_teacher:
             timings["eval_s"] = round(eval_s, 2)
         metrics = {"stage": cfg.type, **result.metrics, "evaluation": evaluation, "eval_key": self.eval_key(),
                    "passthrough": result.passthrough}
@@ -310,7 +342,7 @@ class Runner:
                                                  "input_path": str(input_.path)})
         write_json_atomic(work / "timings.json", timings)
         write_json_atomic(work / "metrics.json", metrics)
-        if cfg.type == "distill":
+        if cfg.type == "distill" and self.recipe.task == "embedding":  # other tasks write their card themselves
             from edgedistill.model_card import write_model_card
 
             write_model_card(ctx.artifact_dir, self.recipe, config, metrics)

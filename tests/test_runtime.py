@@ -49,13 +49,19 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarray
     return ctx.artifact_dir, reference
 
 
-def test_runtime_module_imports_no_torch_or_transformers() -> None:
-    tree = ast.parse(Path(edgedistill.__file__).with_name("runtime.py").read_text())
+RUNTIME_MODULES = [Path(edgedistill.__file__).with_name("runtime.py"),
+                   *sorted(Path(edgedistill.__file__).parent.glob("tasks/*/runtime.py"))]
+
+
+@pytest.mark.parametrize("module", RUNTIME_MODULES, ids=lambda p: str(p.relative_to(p.parents[2])))
+def test_runtime_modules_import_no_torch_or_transformers(module: Path) -> None:
+    """The torch-free runtime, and each task's runtime it dispatches to."""
+    tree = ast.parse(module.read_text())
     imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
     imported |= {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
     assert imported & FORBIDDEN == set()
-    assert imported <= {"__future__", "hashlib", "json", "pathlib", "numpy", "onnxruntime", "tokenizers",
-                        "onnxruntime_extensions", "edgedistill"}
+    assert imported <= {"__future__", "hashlib", "json", "pathlib", "typing", "importlib", "numpy", "onnxruntime",
+                        "tokenizers", "onnxruntime_extensions", "edgedistill"}
 
 
 def test_load_encodes_like_sentence_transformers(exported: tuple[Path, np.ndarray]) -> None:

@@ -130,3 +130,71 @@ def write_snli(dir_: Path, n: int = 40, seed: int = 3) -> Path:
                      "gold_label": "contradiction"})
     (dir_ / "snli_1.0_train_subset.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return dir_
+
+
+def build_seqcls_model(
+    out: Path,
+    *,
+    family: str = "bert",
+    num_labels: int = 3,
+    labels: list[str] | None = None,
+    hidden: int = 32,
+    layers: int = 2,
+    heads: int = 2,
+    dropout: float = 0.1,
+    seed: int = 0,
+) -> Path:
+    """Save a random-init *ForSequenceClassification folder (BERT or MPNet) with a tiny WordPiece tokenizer."""
+    import torch
+    from transformers import (
+        BertConfig,
+        BertForSequenceClassification,
+        BertTokenizerFast,
+        MPNetConfig,
+        MPNetForSequenceClassification,
+        MPNetTokenizerFast,
+    )
+
+    torch.manual_seed(seed)
+    out.mkdir(parents=True, exist_ok=True)
+    vocab = write_vocab(out / "vocab.txt")
+    tokens = vocab.read_text().split()  # some words repeat (a letter is a word too): ids run to len(tokens)
+    vocab_map = {t: i for i, t in enumerate(tokens)}
+    names = labels or [f"class_{i}" for i in range(num_labels)]
+    common = dict(vocab_size=len(tokens), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                  intermediate_size=hidden * 4, max_position_embeddings=128, hidden_dropout_prob=dropout,
+                  attention_probs_dropout_prob=dropout, num_labels=num_labels,
+                  id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)})
+    if family == "bert":
+        BertForSequenceClassification(BertConfig(**common)).save_pretrained(out)
+        BertTokenizerFast(vocab=vocab_map, do_lower_case=True).save_pretrained(out)
+    elif family == "mpnet":
+        MPNetForSequenceClassification(MPNetConfig(**common)).save_pretrained(out)
+        MPNetTokenizerFast(vocab=vocab_map, do_lower_case=True).save_pretrained(out)
+    else:
+        raise ValueError(family)
+    return out
+
+
+def make_labelled(n: int, seed: int = 0, pairs: bool = False) -> list[tuple]:
+    """Learnable tiny classification data: the label is which of three word groups the text mentions most
+    (for pairs: whether the second text repeats the first's opening words, shares none, or is random)."""
+    rng = random.Random(seed)
+    groups = [["dog", "cat", "horse"], ["guitar", "music", "ball"], ["river", "beach", "water"]]
+    rows: list[tuple] = []
+    for i in range(n):
+        label = i % 3
+        words = [rng.choice(WORDS) for _ in range(rng.randint(2, 6))] + [rng.choice(groups[label])] * 3
+        rng.shuffle(words)
+        text = " ".join(words) + "."
+        if not pairs:
+            rows.append((text, label))
+            continue
+        if label == 0:
+            second = " ".join(text.split()[:4]) + "."
+        elif label == 1:
+            second = " ".join(rng.choice(["kitchen", "bread", "apple", "old"]) for _ in range(4)) + "."
+        else:
+            second = make_sentences(1, seed=seed * 1000 + i)[0]
+        rows.append(((text, second), label))
+    return rows

@@ -27,36 +27,43 @@ def dynamic_ops(model_path: Path) -> list[str]:
     return sorted({n.op_type for n in graph.node} & DYNAMIC_OPS)
 
 
-def compare_alone_batched(encoder: Any, sentences: list[str], batch_size: int) -> dict[str, float]:
-    """Cosines between each sentence embedded alone and inside consecutive batches (in the caller's order, as
-    an app would batch them; padded to each batch's longest sentence)."""
+def agreement(alone: np.ndarray, batched: np.ndarray) -> dict[str, float]:
+    """Cosines between outputs computed alone and in batches: per row for vectors (embeddings, class logits),
+    over the whole column for one score per item (a reranker's logit, where a row's cosine is only its sign)."""
     from edgedistill.runtime import normalise
 
-    alone = normalise(np.concatenate([encoder.session.run(None, encoder._feeds([s]))[0] for s in sentences]))
-    batched = normalise(np.concatenate([
-        encoder.session.run(None, encoder._feeds(sentences[i : i + batch_size]))[0]
-        for i in range(0, len(sentences), batch_size)]))
-    cos = (alone * batched).sum(axis=1)
+    alone, batched = alone.reshape(len(alone), -1), batched.reshape(len(batched), -1)
+    if alone.shape[1] == 1:
+        a, b = alone[:, 0], batched[:, 0]
+        cos = np.array([a @ b / max(float(np.linalg.norm(a) * np.linalg.norm(b)), 1e-12)])
+    else:
+        cos = (normalise(alone) * normalise(batched)).sum(axis=1)
     return {"min_cosine": float(cos.min()), "mean_cosine": float(cos.mean()),
             "max_abs_diff": float(np.abs(alone - batched).max())}
 
 
+def compare_alone_batched(model: Any, sentences: list[Any], batch_size: int) -> dict[str, float]:
+    """Each item's output alone and inside consecutive batches (in the caller's order, as an app would batch
+    them; padded to each batch's longest item)."""
+    alone = np.concatenate([model.session.run(None, model._feeds([s]))[0] for s in sentences])
+    batched = np.concatenate([
+        model.session.run(None, model._feeds(sentences[i : i + batch_size]))[0]
+        for i in range(0, len(sentences), batch_size)])
+    return agreement(alone, batched)
+
+
 def measure(bundle: Path, sentences: list[str], threads: int = 0, batch_size: int = 64) -> dict[str, Any]:
     """Batch invariance of the bundle's graph as it is, and as our runtime serves it."""
-    from edgedistill.runtime import OnnxEncoder
+    from edgedistill.runtime import OnnxModel
 
-    encoder = OnnxEncoder(bundle, threads=threads)
-    dynamic = dynamic_ops(encoder.model_path)
-    graph = compare_alone_batched(encoder, sentences, batch_size)
+    model = OnnxModel(bundle, threads=threads)  # any task's bundle: texts or (text, text) pairs
+    dynamic = dynamic_ops(model.model_path)
+    graph = compare_alone_batched(model, sentences, batch_size)
     rows = bool(dynamic)
     served = graph
-    if rows:  # one sentence per run: identical by construction, measured anyway
-        encoder.rows_separately = True
-        alone = encoder.encode(sentences, batch_size=1)
-        batched = encoder.encode(sentences, batch_size=batch_size)
-        cos = (alone * batched).sum(axis=1)
-        served = {"min_cosine": float(cos.min()), "mean_cosine": float(cos.mean()),
-                  "max_abs_diff": float(np.abs(alone - batched).max())}
+    if rows:  # one item per run: identical by construction, measured anyway
+        model.rows_separately = True
+        served = agreement(model.outputs(sentences, batch_size=1), model.outputs(sentences, batch_size=batch_size))
     return {"sentences": len(sentences), "batch_size": batch_size, "threshold": THRESHOLD,
             "dynamic_ops": dynamic, "graph": graph, "graph_invariant": graph["min_cosine"] >= THRESHOLD and not rows,
             "run_rows_separately": rows, "served": served}

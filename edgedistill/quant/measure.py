@@ -36,14 +36,14 @@ def latency(bundle: Path, sentences: list[str], repeats: int = 3, batch_size: in
     """Batch-1 latency (median over ``repeats`` passes of every sentence, tokenisation included) and batched
     time per sentence (best of ``repeats``), in ms. Sessions are created here, so every trial is timed the
     same way."""
-    from edgedistill.runtime import OnnxEncoder
+    from edgedistill.runtime import OnnxModel
 
-    encoder = OnnxEncoder(bundle, threads=threads)
-    batch1 = batch1_latency(lambda s: encoder.encode([s], batch_size=1), sentences, warmup=warmup, repeats=repeats)
+    model = OnnxModel(bundle, threads=threads)  # any task's bundle: items are texts or (text, text) pairs
+    batch1 = batch1_latency(lambda s: model.outputs([s], batch_size=1), sentences, warmup=warmup, repeats=repeats)
     batched = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        encoder.encode(sentences, batch_size=batch_size)
+        model.outputs(sentences, batch_size=batch_size)
         batched.append((time.perf_counter() - t0) / len(sentences))
     return {**batch1,
             f"latency_ms_per_sentence_b{batch_size}": 1000 * float(min(batched))}
@@ -64,16 +64,16 @@ def interleaved_latency(bundles: dict[str, Path], sentences: list[str], rounds: 
                         threads: int = 0, warmup: int = 10) -> dict[str, dict[str, float]]:
     """Latency of several bundles measured side by side: each sentence is timed on every bundle in turn
     (order alternating by round), so drift in the machine's speed hits all alike. Same keys as latency()."""
-    from edgedistill.runtime import OnnxEncoder
+    from edgedistill.runtime import OnnxModel
 
-    encoders = {name: OnnxEncoder(path, threads=threads) for name, path in bundles.items()}
+    encoders = {name: OnnxModel(path, threads=threads) for name, path in bundles.items()}
     if len(encoders) > 1 and threads != 1:
         for encoder in encoders.values():
             encoder.session = no_spin_session(encoder.model_path, threads)
     names = list(encoders)
     for name in names:
         for s in sentences[:warmup]:
-            encoders[name].encode([s], batch_size=1)
+            encoders[name].outputs([s], batch_size=1)
     times: dict[str, list[float]] = {n: [] for n in names}
     batched: dict[str, list[float]] = {n: [] for n in names}
     for r in range(rounds):
@@ -81,11 +81,11 @@ def interleaved_latency(bundles: dict[str, Path], sentences: list[str], rounds: 
         for s in sentences:
             for name in order:
                 t0 = time.perf_counter()
-                encoders[name].encode([s], batch_size=1)
+                encoders[name].outputs([s], batch_size=1)
                 times[name].append(time.perf_counter() - t0)
         for name in order:
             t0 = time.perf_counter()
-            encoders[name].encode(sentences, batch_size=batch_size)
+            encoders[name].outputs(sentences, batch_size=batch_size)
             batched[name].append((time.perf_counter() - t0) / len(sentences))
     return {n: {"latency_ms_p50": 1000 * float(np.median(times[n])),
                 "latency_ms_p90": 1000 * float(np.percentile(times[n], 90)),

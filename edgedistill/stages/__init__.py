@@ -23,7 +23,7 @@ class StageSpec:
     recipe-level inputs (``StageInputs`` fields, plus ``evaluation`` for the evaluator) its result depends on.
     Every declared input is part of the stage's key; nothing else of the recipe reaches the stage."""
 
-    config: type
+    config: type | None  # None: the stage exists only in tasks that name its config (Task.stage_configs)
     input_kind: str
     output_kind: str
     module: str
@@ -31,6 +31,9 @@ class StageSpec:
 
 
 REGISTRY: dict[str, StageSpec] = {
+    # finetune makes the teacher itself (a pretrained encoder plus labelled data -> a task model), which the later
+    # stages then use as the teacher; its config is the task's (Task.stage_configs["finetune"])
+    "finetune": StageSpec(None, TEACHER, TEACHER, "edgedistill.stages.finetune", reads=("data", "seed", "evaluation")),
     # distill selects its checkpoint on the STS dev split, keeps held-out sentences out of training (exclusions)
     # and draws its training text from data.train
     "distill": StageSpec(DistillStage, TEACHER, TORCH, "edgedistill.stages.distill",

@@ -218,6 +218,7 @@ def build_manifest(model: SentenceTransformer, bundle: Path, opset: int, exporte
     tokenizer = model[0].tokenizer
     manifest = {
         "format": "edgedistill-bundle/1",
+        "task": "embedding",
         "model": "model.onnx",
         "tokenizer": "tokenizer.json",
         "inputs": inputs or graph_inputs(model),
