@@ -8,6 +8,7 @@ recipe). The best step by a dev split of the *training* data is kept; held-out e
 from __future__ import annotations
 
 import logging
+import random
 from typing import Any
 
 import numpy as np
@@ -15,7 +16,14 @@ import numpy as np
 from edgedistill.contract import StageContext, StageResult
 from edgedistill.errors import RecipeError
 from edgedistill.tasks.reranker.config import RerankerData, RerankerFinetune
-from edgedistill.tasks.reranker.data import LabelledPair, labelled_pairs, load_groups, split_groups, sts_pairs
+from edgedistill.tasks.reranker.data import (
+    LabelledPair,
+    labelled_pairs,
+    load_groups,
+    mined_negatives,
+    split_groups,
+    sts_pairs,
+)
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +55,10 @@ def training_pairs(cfg: RerankerFinetune, data: RerankerData, exclude: set[str],
     groups = load_groups(data.pairs, exclude, "data.pairs")
     train_groups, dev_groups = split_groups(groups, cfg.dev_queries, seed)
     train = labelled_pairs(train_groups, cfg.pairs, seed)
+    if cfg.hard_negatives:  # other queries' passages that share words: what a first stage puts beside the relevant
+        mined = mined_negatives(train_groups, list(dict.fromkeys(p.query for p in train)), cfg.hard_negatives)
+        train += [LabelledPair(q, n, 0.0) for q, negatives in mined.items() for n in negatives]
+        random.Random(seed).shuffle(train)
     if not train or not any(p.label >= 0.5 for p in train) or all(p.label >= 0.5 for p in train):
         raise RecipeError(f"data.pairs: {data.pairs} gives {len(train)} training pairs without both relevant and "
                           "non-relevant ones; finetuning needs labelled pairs of both kinds")
