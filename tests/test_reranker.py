@@ -96,7 +96,8 @@ def test_full_chain(chain: dict) -> None:
     assert [r.type for r in records] == ["finetune", "distill", "export", "quantize", "profile"]
     teacher = json.loads((chain["run_dir"] / "report.json").read_text())["rows"][0]
     finetune, distill, export, quantize = (r.metrics for r in records[:4])
-    assert finetune["train_pairs"] == 60 and finetune["train_steps"] > 0
+    assert finetune["train_pairs"] == 60 + finetune["mined_negatives"] and finetune["mined_negatives"] >= 20
+    assert finetune["train_steps"] > 0
     assert distill["train_triplets"] >= 20 and set(distill["losses"]) == {"mse", "margin_mse"}
     assert all(np.isfinite(h["dev"]) for h in distill["history"])
     assert export["validation"]["max_abs_diff"] <= 1e-4  # the gate
