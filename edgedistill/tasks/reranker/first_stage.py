@@ -18,6 +18,7 @@ def bm25_search(queries: list[str], corpus: list[str], k: int) -> tuple[np.ndarr
     """Top-``k`` corpus ids [Q, k] and BM25 scores, best first (English stopwords removed)."""
     import bm25s
 
+    logging.getLogger("bm25s").setLevel(logging.WARNING)  # bm25s sets DEBUG on import: one line per index built
     k = min(k, len(corpus))
     index = bm25s.BM25()
     index.index(bm25s.tokenize(corpus, stopwords="en", show_progress=False), show_progress=False)
