@@ -239,3 +239,26 @@ def test_unset_margin_teacher_keeps_embedding_keys() -> None:
     cfg = DistillStage(type="distill", student={"init": "all-MiniLM-L6-v2"})
     assert "margin_teacher" not in cfg.model_dump()
     assert content_key(cfg.model_dump()) == "cc33123eec2b"  # the key before margin_teacher existed
+
+
+def test_regression_teacher_on_sts_train(world: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.tiny import write_sts
+
+    sts = write_sts(tmp_path / "sts")
+    recipe = rerank_recipe(world, data={"pairs": str(world["snli"]), "sts": str(sts), "seed": 0})
+    recipe["evaluation"]["sts"] = str(sts)
+    recipe["stages"] = recipe["stages"][:2]
+    recipe["stages"][0].update(objective="regression", pairs=40, dev_queries=2)
+    records = run_recipe(load_recipe(write_recipe(tmp_path / "r.yaml", recipe)), tmp_path / "runs")
+    finetune, distill = records
+    assert finetune.metrics["objective"] == "regression" and "dev_spearman" in finetune.metrics
+    assert np.isfinite(distill.evaluation["sts_spearman"]) and np.isfinite(finetune.evaluation["sts_spearman"])
+
+
+def test_regression_needs_sts_data(world: dict, tmp_path: Path) -> None:
+    recipe = rerank_recipe(world)
+    recipe["stages"] = recipe["stages"][:1]
+    recipe["stages"][0]["objective"] = "regression"
+    out = CliRunner().invoke(main, ["run", str(write_recipe(tmp_path / "r.yaml", recipe)), "--runs-dir",
+                                    str(tmp_path / "runs")])
+    assert out.exit_code == 2 and "data.sts" in out.output
