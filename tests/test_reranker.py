@@ -262,3 +262,14 @@ def test_regression_needs_sts_data(world: dict, tmp_path: Path) -> None:
     out = CliRunner().invoke(main, ["run", str(write_recipe(tmp_path / "r.yaml", recipe)), "--runs-dir",
                                     str(tmp_path / "runs")])
     assert out.exit_code == 2 and "data.sts" in out.output
+
+
+def test_cross_encoder_as_embedding_teacher_exit_2(tiny_world: dict, chain: dict, tmp_path: Path) -> None:
+    from tests.conftest import tiny_recipe
+
+    (finetuned,) = chain["run_dir"].glob("00-finetune-*")
+    recipe = tiny_recipe(tiny_world, teacher=str(finetuned / "artifact"))
+    out = CliRunner().invoke(main, ["run", str(write_recipe(tmp_path / "r.yaml", recipe)), "--runs-dir",
+                                    str(tmp_path / "runs")])
+    assert out.exit_code == 2, out.output
+    assert "teacher:" in out.output and "task: reranker" in out.output and "margin_teacher" in out.output
