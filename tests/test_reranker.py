@@ -273,3 +273,15 @@ def test_cross_encoder_as_embedding_teacher_exit_2(tiny_world: dict, chain: dict
                                     str(tmp_path / "runs")])
     assert out.exit_code == 2, out.output
     assert "teacher:" in out.output and "task: reranker" in out.output and "margin_teacher" in out.output
+
+
+def test_export_gate_stops_a_graph_that_differs(world: dict, chain: dict, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EDGEDISTILL_CACHE", str(chain["cache"]))
+    recipe = rerank_recipe(world)
+    recipe["stages"] = recipe["stages"][:3]
+    recipe["stages"][2]["max_abs_diff"] = 1e-12  # float32 ONNX never matches PyTorch that closely
+    out = CliRunner().invoke(main, ["run", str(write_recipe(tmp_path / "r.yaml", recipe)), "--runs-dir",
+                                    str(tmp_path / "runs")])
+    assert out.exit_code == 1 and "export validation failed" in out.output and "allowed 1e-12" in out.output
+    assert not list((tmp_path / "runs" / "tiny-rerank").glob("02-export-*"))
