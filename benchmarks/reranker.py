@@ -37,6 +37,7 @@ def main() -> None:
     parser.add_argument("--runs-dir", default=str(ROOT / "runs"))
     parser.add_argument("--queries", type=int, default=8, help="Queries timed per model and candidate count.")
     parser.add_argument("--first-stage", default=None, help="Also rerank a bi-encoder's top-k (e.g. all-MiniLM-L6-v2).")
+    parser.add_argument("--results", default=str(RESULTS), help="Folder for reranker.md / reranker.json.")
     parser.add_argument("--margins", action="store_true", help="Also distil a bi-encoder with margin_mse on the "
                         "cross-encoder's margins vs the bi-encoder teacher's (benchmarks/recipes/margins.yaml).")
     args = parser.parse_args()
@@ -109,13 +110,16 @@ def main() -> None:
         "size_mb": (final["size_mb"], final["size_mb"] <= GOALS["size_mb"]),
     }
     result = {"recipe": recipe.name, "run_s_this_call": round(run_s, 1), "host": platform.processor() or platform.machine(),
-              "threads": recipe.threads, "timed_queries": len(queries), "rows": rows, "goals": GOALS,
+              "threads": recipe.threads, "timed_queries": len(queries), "queries": len(evaluator.data.queries),
+              "corpus": len(evaluator.data.corpus), "top_k": evaluator.data.top_k,
+              "first_stage": evaluator.data.first_stage, "rows": rows, "goals": GOALS,
               "verdict": {k: {"value": v, "met": ok} for k, (v, ok) in verdict.items()}, "bi_encoder_first_stage": extra,
               "ce_to_bi": margins,
               "stage_s": {r.type: r.timings.get("stage_s") for r in records}}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "reranker.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
-    (RESULTS / "reranker.md").write_text(markdown(result))
+    out = Path(args.results)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "reranker.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
+    (out / "reranker.md").write_text(markdown(result))
     print(markdown(result))
 
 
@@ -143,8 +147,9 @@ def _f(v: object, d: int = 2) -> str:
 def markdown(r: dict) -> str:
     lines = [f"# Reranker benchmark: `{r['recipe']}`", "",
              f"`flock /tmp/edgedistill-heavy.lock .venv/bin/python benchmarks/reranker.py` on {r['host']}, "
-             f"{r['threads']} threads; every figure below from this one run. Quality: 200 held-out SNLI test premises, "
-             "the first stage's top-20 of all 9,760 test hypotheses reordered (relevant = entailed hypotheses). "
+             f"{r['threads']} threads; every figure below from this one run. Quality: {r['queries']} held-out queries "
+             f"(SNLI test premises), the first stage's ({r['first_stage']}) top-{r['top_k']} of {r['corpus']:,} "
+             "documents (test hypotheses) reordered (relevant = entailed hypotheses). "
              f"Latency: 1 query x N BM25 candidates scored in one call, p50 over {r['timed_queries']} queries, models "
              "timed in turn.", "",
              "| model | nDCG@10 | MRR@10 | % of teacher nDCG@10 | gain vs first stage | rank agreement | "
@@ -165,7 +170,7 @@ def markdown(r: dict) -> str:
                      + (" — met" if v["met"] else " — NOT met"))
     extra = r.get("bi_encoder_first_stage")
     if extra:
-        lines += ["", f"With a bi-encoder first stage ({extra['first_stage']}, top-20, same queries): the first stage "
+        lines += ["", f"With a bi-encoder first stage ({extra['first_stage']}, top-{r['top_k']}, same queries): the first stage "
                   f"alone nDCG@10 {_f(extra['first_stage_ndcg10'])} (recall@20 {_f(extra['first_stage_recall'], 1)}%), "
                   f"teacher {_f(extra['teacher']['rerank_ndcg10'])}, INT8 student {_f(extra['int8']['rerank_ndcg10'])}."]
     ce = r.get("ce_to_bi")
