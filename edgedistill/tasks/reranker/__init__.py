@@ -87,9 +87,15 @@ class RerankerTask:
         from edgedistill.contract import ONNX
 
         if kind == ONNX:
+            from edgedistill.quant.invariance import dynamic_ops
             from edgedistill.tasks.reranker.runtime import OnnxReranker
 
-            return OnnxReranker(path, threads=threads)
+            model = OnnxReranker(path, threads=threads)
+            # A dynamically quantized graph is served one pair per call (the quantize stage records it after its
+            # search): score quantization trials the same way, so the budget holds for what ships.
+            if dynamic_ops(model.model_path):
+                model.classifier.rows_separately = True
+            return model
         from edgedistill.tasks.seqcls.models import load_classifier
 
         return TorchReranker(load_classifier(Path(path), num_labels=1, device=device,
