@@ -242,9 +242,14 @@ def test_unset_margin_teacher_keeps_embedding_keys() -> None:
 
 
 def test_regression_teacher_on_sts_train(world: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from tests.tiny import write_sts
+    from tests.tiny import make_sentences
 
-    sts = write_sts(tmp_path / "sts")
+    sts = tmp_path / "sts"  # three splits with their own sentences (scores 0-5)
+    sts.mkdir()
+    for i, split in enumerate(("train", "dev", "test")):
+        a, b = make_sentences(60, seed=40 + 2 * i), make_sentences(60, seed=41 + 2 * i)
+        (sts / f"sts-{split}.csv").write_text("".join(f"g\tc\ty\t{j}\t{(j * 7) % 50 / 10:.1f}\t{x}\t{y}\n"
+                                                     for j, (x, y) in enumerate(zip(a, b, strict=True))))
     recipe = rerank_recipe(world, data={"pairs": str(world["snli"]), "sts": str(sts), "seed": 0})
     recipe["evaluation"]["sts"] = str(sts)
     recipe["stages"] = recipe["stages"][:2]

@@ -51,6 +51,10 @@ def training_pairs(cfg: RerankerFinetune, data: RerankerData, exclude: set[str],
                               "(e.g. stsb), or use objective: binary with data.pairs")
         pairs = sts_pairs(data.sts, cfg.pairs + 8 * cfg.dev_queries, seed, exclude)
         dev = 8 * cfg.dev_queries
+        if len(pairs) <= dev:
+            raise RecipeError(f"data.sts: {data.sts} gives {len(pairs)} scored train pairs that share no sentence with "
+                              f"the evaluation sets, no more than the {dev} held apart for dev (8 x "
+                              "stages.finetune.dev_queries); give more STS train pairs or lower dev_queries")
         return pairs[dev:], pairs[:dev], 0
     groups = load_groups(data.pairs, exclude, "data.pairs")
     train_groups, dev_groups = split_groups(groups, cfg.dev_queries, seed)
