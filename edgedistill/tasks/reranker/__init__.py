@@ -76,6 +76,10 @@ class RerankerTask:
         Metric("sts_spearman", "STS-b", 2, description="STS-b = Spearman x100 of the scores on STS-b pairs"),
     )
     budget_metrics: ClassVar[tuple[str, ...]] = (PRIMARY_METRIC,)
+    latency_note: ClassVar[str] = (
+        "p50 ms: per-query latency from the evaluator, one held-out query with evaluation.latency_candidates "
+        "first-stage candidates scored in one call (tokenisation included); the profile stage's section below "
+        "times 1 query x 10, 50 and 100 candidates for every model side by side.")
     data_config: ClassVar[type] = RerankerData
     evaluation_config: ClassVar[type] = RerankerEvaluation
     stage_configs: ClassVar[dict[str, type]] = {"finetune": RerankerFinetune, "distill": RerankerDistill,
