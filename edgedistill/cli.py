@@ -198,6 +198,60 @@ def embed(bundle: Path, texts: tuple[str, ...], text_file, fmt: str, output: Pat
 
 @main.command()
 @click.argument("bundle", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.argument("texts", nargs=-1)
+@click.option("--pair", "pairs", nargs=2, multiple=True, metavar="FIRST SECOND",
+              help="A text pair for a pair classifier (premise hypothesis); repeatable.")
+@click.option("--file", "text_file", type=click.File("r"), help="Read inputs from a file, one per line (pairs: "
+              "FIRST<TAB>SECOND); '-': stdin.")
+@click.option("--format", "fmt", type=click.Choice(["json", "jsonl", "short"]), default="short", show_default=True,
+              help="short: label and probability per input; jsonl: one object per input; json: one object.")
+@click.option("--threads", type=int, default=0, show_default=True, help="onnxruntime intra-op threads; 0 = all cores.")
+@click.option("--no-check", is_flag=True, help="Skip the sha256 check of the bundle's files.")
+@click.option("--precision", type=click.Choice(["fp32", "int8"]), default=None,
+              help="Which of the bundle's graphs; default: the final one.")
+def classify(bundle: Path, texts: tuple[str, ...], pairs: tuple[tuple[str, str], ...], text_file, fmt: str,
+             threads: int, no_check: bool, precision: str | None) -> None:
+    """Classify TEXTS (or --pair FIRST SECOND) with a classifier BUNDLE: label names and probabilities, using
+    only onnxruntime, tokenizers and numpy."""
+    import json
+
+    from edgedistill.runtime import load, require_task
+
+    try:
+        require_task(bundle, "classifier", "classify")
+        model = load(bundle, threads=threads, check=not no_check, precision=precision)
+    except EdgedistillError as e:
+        _fail(e)
+    lines = [line.rstrip("\n") for line in text_file if line.strip()] if text_file else []
+    if model.text_inputs == "text_pair":
+        if texts:
+            _fail(EdgedistillError(f"classify: {bundle} classifies text pairs; pass --pair FIRST SECOND (or "
+                                   "--file with FIRST<TAB>SECOND lines), not single texts"))
+        bad = [line for line in lines if line.count("\t") != 1]
+        if bad:
+            _fail(EdgedistillError(f"classify: --file lines must be FIRST<TAB>SECOND for this pair classifier; "
+                                   f"got {bad[0][:60]!r}"))
+        items: list = [tuple(p) for p in pairs] + [tuple(line.split("\t")) for line in lines]
+    else:
+        if pairs:
+            _fail(EdgedistillError(f"classify: {bundle} classifies single texts; pass them as arguments, not --pair"))
+        items = list(texts) + lines
+    if not items:
+        _fail(EdgedistillError("classify: no inputs; pass texts as arguments, --pair FIRST SECOND, or --file FILE"))
+    predictions = model.predict(items)
+    shown = [list(x) if isinstance(x, tuple) else x for x in items]
+    if fmt == "json":
+        click.echo(json.dumps({"bundle": str(bundle), "labels": model.labels, "inputs": shown,
+                               "predictions": predictions}))
+    elif fmt == "jsonl":
+        click.echo("\n".join(json.dumps({"input": x, **p}) for x, p in zip(shown, predictions, strict=True)))
+    else:
+        click.echo("\n".join(f"{p['label']}\t{p['score']:.4f}\t{x if isinstance(x, str) else ' | '.join(x)}"
+                              for x, p in zip(shown, predictions, strict=True)))
+
+
+@main.command()
+@click.argument("bundle", type=click.Path(path_type=Path, exists=True, file_okay=False))
 @click.argument("query")
 @click.argument("documents", nargs=-1)
 @click.option("--file", "doc_file", type=click.File("r"), help="Read documents from a file, one per line ('-': stdin).")
@@ -212,12 +266,13 @@ def rank(bundle: Path, query: str, documents: tuple[str, ...], doc_file, fmt: st
     """Rerank DOCUMENTS for QUERY with a reranker BUNDLE (onnxruntime, tokenizers and numpy only: no torch)."""
     import json
 
-    from edgedistill.tasks.reranker.runtime import load
+    from edgedistill.runtime import load, require_task
 
     docs = list(documents) + ([line.rstrip("\n") for line in doc_file if line.strip()] if doc_file else [])
     if not docs:
         _fail(EdgedistillError("rank: no documents; pass them after the query or with --file FILE (one per line)"))
     try:
+        require_task(bundle, "reranker", "rank")
         result = load(bundle, threads=threads, check=not no_check, precision=precision).rank(query, docs)
     except EdgedistillError as e:
         _fail(e)

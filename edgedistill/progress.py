@@ -156,7 +156,7 @@ def configure_logging(verbose: bool = False, quiet: bool = False, log_format: st
 
 
 # -- closing summary ---------------------------------------------------------------------------------------
-HEADLINE = ("sts_spearman", "retrieval_ndcg10", "teacher_cosine_mean")
+HEADLINE = ("sts_spearman", "retrieval_ndcg10", "teacher_cosine_mean", "accuracy")  # the first a task measures
 
 
 def headline(evaluation: dict[str, Any]) -> tuple[str, float] | None:

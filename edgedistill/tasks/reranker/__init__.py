@@ -152,16 +152,18 @@ class RerankerTask:
 
         return run(cfg, ctx, self)
 
-    def calibration_texts(self, data: RerankerData, n: int, seed: int) -> list[tuple[str, str]]:
-        """(query, passage) pairs of the training data (every label), for calibration and the quantize proxy."""
+    def calibration_inputs(self, data: RerankerData, calibration: int, proxy: int,
+                           seed: int) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+        """(query, passage) pairs of the training data (every label): calibration, and a disjoint proxy sample."""
         from edgedistill.tasks.reranker.data import labelled_pairs, load_groups
 
-        return [(p.query, p.passage) for p in labelled_pairs(load_groups(data.pairs), n, seed + 5)]
+        pool = [(p.query, p.passage) for p in labelled_pairs(load_groups(data.pairs), calibration + proxy, seed + 5)]
+        return pool[:calibration], pool[calibration:] or pool
 
     def quality_proxy(self, reference_bundle: Path, texts: list, threads: int = 0) -> Any:
         from edgedistill.tasks.seqcls.runtime import LogitsProxy
 
-        # pairs from calibration_texts; plain texts (unit tests) are paired with their neighbours
+        # pairs from calibration_inputs; plain texts (unit tests) are paired with their neighbours
         pairs = [t for t in texts if not isinstance(t, str)] or list(zip(texts[0::2], texts[1::2], strict=False))
         return LogitsProxy(reference_bundle, pairs, threads=threads)
 

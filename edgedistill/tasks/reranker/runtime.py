@@ -63,9 +63,9 @@ class OnnxReranker:
         return Ranking([float(s) for s in scores], [int(i) for i in np.argsort(-scores, kind="stable")])
 
 
-def load(path: str | Path, *, threads: int = 0, check: bool = True, precision: str | None = None) -> OnnxReranker:
-    """Open a reranker deploy bundle; ``check`` verifies every file's sha256 first (``edgedistill.runtime.load``
-    dispatches here for a reranker bundle, having checked it)."""
+def load(path: str | Path, *, threads: int = 0, check: bool = False, precision: str | None = None) -> OnnxReranker:
+    """Open a reranker deploy bundle (``edgedistill.runtime.load`` dispatches here, having verified every file's
+    sha256; ``check`` verifies them when called directly)."""
     path = Path(path)
     if not path.is_dir():
         raise BundleError(f"{path}: no such bundle folder")

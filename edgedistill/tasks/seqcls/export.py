@@ -124,9 +124,16 @@ def validate(clf: SequenceClassifier, bundle: Path, texts: Texts, model_file: st
     for batch_size in VALIDATION_BATCH_SIZES:
         got = onnx_model.raw_output(items, batch_size=batch_size)
         diff = np.maximum(diff, np.abs(got - reference).max(axis=1))
-    agree = float((onnx_model.raw_output(items).argmax(1) == reference.argmax(1)).mean())
-    return {"max_abs_diff": float(diff.max()), "check_inputs": len(items), "batch_sizes": list(VALIDATION_BATCH_SIZES),
-            "argmax_agreement": agree}
+    got = onnx_model.raw_output(items)
+    agree = float((got.argmax(1) == reference.argmax(1)).mean())
+    cosine = (got * reference).sum(1) / np.maximum(np.linalg.norm(got, axis=1) * np.linalg.norm(reference, axis=1),
+                                                   1e-12)
+    lengths = [sum(e.attention_mask) for e in onnx_model.tokenizer.encode_batch(
+        [x if isinstance(x, str) else tuple(x) for x in items])]
+    # check_sentences / tokens / min_cosine: the names the export stage's report section reads
+    return {"max_abs_diff": float(diff.max()), "check_inputs": len(items), "check_sentences": len(items),
+            "batch_sizes": list(VALIDATION_BATCH_SIZES), "argmax_agreement": agree,
+            "min_cosine": float(cosine.min()), "tokens_min": int(min(lengths)), "tokens_max": int(max(lengths))}
 
 
 def gate(check: dict[str, Any], max_abs_diff: float, what: str = "graph") -> None:
@@ -152,7 +159,7 @@ def build_manifest(clf: SequenceClassifier, bundle: Path, *, task: str, text_inp
         "format": FORMAT, "task": task, "model": "model.onnx", "tokenizer": "tokenizer.json",
         "inputs": inputs, "text_inputs": text_inputs, "output": output, "outputs": [output],
         "activation": activation, "labels": clf.labels, "num_labels": clf.num_labels,
-        "dimension": clf.num_labels, "normalized": False,
+        "dimension": clf.num_labels, "normalized": False, "pooling": "classification head",
         "max_seq_length": clf.max_seq_length, "pad_token": tokenizer.pad_token,
         "pad_token_id": int(tokenizer.pad_token_id), "family": str(clf.model.config.model_type),
         "opset": opset, "exporter": exporter, **(extra or {}),
