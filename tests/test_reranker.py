@@ -96,7 +96,8 @@ def test_full_chain(chain: dict) -> None:
     assert [r.type for r in records] == ["finetune", "distill", "export", "quantize", "profile"]
     teacher = json.loads((chain["run_dir"] / "report.json").read_text())["rows"][0]
     finetune, distill, export, quantize = (r.metrics for r in records[:4])
-    assert finetune["train_pairs"] == 60 and finetune["train_steps"] > 0
+    assert finetune["train_pairs"] == 60 + finetune["mined_negatives"] and finetune["mined_negatives"] >= 20
+    assert finetune["train_steps"] > 0
     assert distill["train_triplets"] >= 20 and set(distill["losses"]) == {"mse", "margin_mse"}
     assert all(np.isfinite(h["dev"]) for h in distill["history"])
     assert export["validation"]["max_abs_diff"] <= 1e-4  # the gate
@@ -238,3 +239,54 @@ def test_unset_margin_teacher_keeps_embedding_keys() -> None:
     cfg = DistillStage(type="distill", student={"init": "all-MiniLM-L6-v2"})
     assert "margin_teacher" not in cfg.model_dump()
     assert content_key(cfg.model_dump()) == "cc33123eec2b"  # the key before margin_teacher existed
+
+
+def test_regression_teacher_on_sts_train(world: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.tiny import make_sentences
+
+    sts = tmp_path / "sts"  # three splits with their own sentences (scores 0-5)
+    sts.mkdir()
+    for i, split in enumerate(("train", "dev", "test")):
+        a, b = make_sentences(60, seed=40 + 2 * i), make_sentences(60, seed=41 + 2 * i)
+        (sts / f"sts-{split}.csv").write_text("".join(f"g\tc\ty\t{j}\t{(j * 7) % 50 / 10:.1f}\t{x}\t{y}\n"
+                                                     for j, (x, y) in enumerate(zip(a, b, strict=True))))
+    recipe = rerank_recipe(world, data={"pairs": str(world["snli"]), "sts": str(sts), "seed": 0})
+    recipe["evaluation"]["sts"] = str(sts)
+    recipe["stages"] = recipe["stages"][:2]
+    recipe["stages"][0].update(objective="regression", pairs=40, dev_queries=2)
+    records = run_recipe(load_recipe(write_recipe(tmp_path / "r.yaml", recipe)), tmp_path / "runs")
+    finetune, distill = records
+    assert finetune.metrics["objective"] == "regression" and "dev_spearman" in finetune.metrics
+    assert np.isfinite(distill.evaluation["sts_spearman"]) and np.isfinite(finetune.evaluation["sts_spearman"])
+
+
+def test_regression_needs_sts_data(world: dict, tmp_path: Path) -> None:
+    recipe = rerank_recipe(world)
+    recipe["stages"] = recipe["stages"][:1]
+    recipe["stages"][0]["objective"] = "regression"
+    out = CliRunner().invoke(main, ["run", str(write_recipe(tmp_path / "r.yaml", recipe)), "--runs-dir",
+                                    str(tmp_path / "runs")])
+    assert out.exit_code == 2 and "data.sts" in out.output
+
+
+def test_cross_encoder_as_embedding_teacher_exit_2(tiny_world: dict, chain: dict, tmp_path: Path) -> None:
+    from tests.conftest import tiny_recipe
+
+    (finetuned,) = chain["run_dir"].glob("00-finetune-*")
+    recipe = tiny_recipe(tiny_world, teacher=str(finetuned / "artifact"))
+    out = CliRunner().invoke(main, ["run", str(write_recipe(tmp_path / "r.yaml", recipe)), "--runs-dir",
+                                    str(tmp_path / "runs")])
+    assert out.exit_code == 2, out.output
+    assert "teacher:" in out.output and "task: reranker" in out.output and "margin_teacher" in out.output
+
+
+def test_export_gate_stops_a_graph_that_differs(world: dict, chain: dict, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EDGEDISTILL_CACHE", str(chain["cache"]))
+    recipe = rerank_recipe(world)
+    recipe["stages"] = recipe["stages"][:3]
+    recipe["stages"][2]["max_abs_diff"] = 1e-12  # float32 ONNX never matches PyTorch that closely
+    out = CliRunner().invoke(main, ["run", str(write_recipe(tmp_path / "r.yaml", recipe)), "--runs-dir",
+                                    str(tmp_path / "runs")])
+    assert out.exit_code == 1 and "export validation failed" in out.output and "allowed 1e-12" in out.output
+    assert not list((tmp_path / "runs" / "tiny-rerank").glob("02-export-*"))

@@ -85,6 +85,7 @@ class Task(Protocol):
     #   profile(cfg, ctx) -> StageResult     the ``profile`` stage, for a workload that is not one text per call
     #                                        (a reranker: 1 query x N candidates)
     # A task's version of any stage may put its report section, as Markdown, in its metrics (``report_markdown``).
+    #   latency_note: str                    the report's note on what its latency column measures
 
 
 # name -> module holding a ``TASK`` instance, or the issue that will bring it

@@ -53,6 +53,14 @@ class EmbeddingTask:
 
     def evaluate_teacher(self, teacher: Path, data: Any, device: str) -> tuple[dict[str, float], dict[str, Any]]:
         from edgedistill.progress import Progress, TrackedEncoder
+        from edgedistill.tasks.seqcls.models import SEQCLS, folder_kind
+
+        if Path(teacher).is_dir() and folder_kind(teacher) == SEQCLS:
+            from edgedistill.errors import RecipeError
+
+            raise RecipeError(f"teacher: {teacher} is a cross-encoder / classifier (a *ForSequenceClassification "
+                              "head), not a sentence-embedding model; use task: reranker for it, or keep a bi-encoder "
+                              "teacher and name it as stages.distill.margin_teacher (margin_mse)")
         from edgedistill.tasks.embedding.evaluate import Evaluator, TeacherReference
 
         progress = Progress("evaluating the teacher", data.sentence_count(reference=True), "sentences")

@@ -72,7 +72,11 @@ class RerankerFinetune(Training):
     type: Literal["finetune"]
     objective: Literal["binary", "regression"] = Field(
         default="binary", description="binary: data.pairs (relevant 1 / not 0); regression: data.sts train scores.")
-    pairs: int = Field(default=3000, gt=0, description="Training pairs.")
+    pairs: int = Field(default=3000, gt=0, description="Labelled training pairs (query by query, every label).")
+    hard_negatives: int = Field(default=2, ge=0, description="binary: per training query, this many passages of "
+                                "other queries mined with BM25 (the first stage's kind of candidate), labelled not "
+                                "relevant: without them a cross-encoder learns entailment, not which passage "
+                                "belongs to the query.")
     dev_queries: int = Field(default=150, ge=0, description="Queries of the training data held apart to pick the "
                              "best step (binary: pairwise AUC; regression: Spearman).")
     teacher_batch_size: int = Field(default=32, gt=0)

@@ -146,3 +146,14 @@ def sts_pairs(spec: str, n: int, seed: int, exclude: Collection[str] = ()) -> li
     pairs = [LabelledPair(a, b, s / 5.0) for a, b, s in zip(sts.first, sts.second, sts.scores, strict=True)
              if a not in exclude and b not in exclude]
     return sample(pairs, n, seed)
+
+
+def mined_negatives(groups: list[QueryGroup], queries: list[str], per_query: int) -> dict[str, list[str]]:
+    """``per_query`` hard negatives for each query: BM25's top passages of the other queries (all of ``groups``'
+    passages), as a first stage would return them next to the relevant one."""
+    from edgedistill.tasks.reranker.first_stage import mine_negatives
+
+    by_query = {g.query: g for g in groups}
+    pool = list(dict.fromkeys(p for g in groups for ps in g.passages.values() for p in ps))
+    own = [{p for ps in by_query[q].passages.values() for p in ps} for q in queries]
+    return dict(zip(queries, mine_negatives(queries, own, pool, per_query), strict=True))

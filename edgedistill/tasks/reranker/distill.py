@@ -2,7 +2,7 @@
 
 The teacher scores every training pair once (cached by teacher content and inputs: ``seqcls.teacher_cache``):
 (query, passage) pairs of data.pairs for ``mse``, and (query, relevant, contradicted) triplets for ``margin_mse``,
-each query with ``hard_negatives`` more passages mined by BM25 from the training passages. The student (a
+each query with ``hard_negatives`` more passages mined by BM25 from the other training queries' passages. The student (a
 pretrained encoder with a new one-logit head, or a layer cut of the teacher) learns those scores; the step that
 agrees best with the teacher on held-apart training queries is kept.
 """
@@ -20,7 +20,7 @@ import numpy as np
 from edgedistill.assets import resolve
 from edgedistill.contract import StageContext, StageResult
 from edgedistill.tasks.reranker.config import RerankerData, RerankerDistill
-from edgedistill.tasks.reranker.data import QueryGroup, labelled_pairs, load_groups, split_groups, triplets
+from edgedistill.tasks.reranker.data import labelled_pairs, load_groups, mined_negatives, split_groups, triplets
 
 log = logging.getLogger(__name__)
 
@@ -30,18 +30,13 @@ Pair = tuple[str, str]
 def training_inputs(cfg: RerankerDistill, data: RerankerData, exclude: set[str],
                     seed: int) -> tuple[list[Pair], list[tuple[str, str, str]], list[Pair]]:
     """(mse pairs, margin_mse triplets, dev pairs), hard negatives mined by BM25 included."""
-    from edgedistill.tasks.reranker.first_stage import mine_negatives
-
     groups = load_groups(data.pairs, exclude, "data.pairs")
     train_groups, dev_groups = split_groups(groups, cfg.dev_queries, seed)
     pairs = [(p.query, p.passage) for p in labelled_pairs(train_groups, cfg.pairs, seed)] if cfg.pairs else []
     trips = triplets(train_groups, cfg.triplets) if cfg.triplets else []
     if cfg.hard_negatives:
-        by_query: dict[str, QueryGroup] = {g.query: g for g in train_groups}
         queries = list(dict.fromkeys([q for q, _ in pairs] + [t[0] for t in trips]))
-        pool = list(dict.fromkeys(p for g in train_groups for ps in g.passages.values() for p in ps))
-        mined = dict(zip(queries, mine_negatives(queries, [set(by_query[q].positives) for q in queries], pool,
-                                                 cfg.hard_negatives), strict=True))
+        mined = mined_negatives(train_groups, queries, cfg.hard_negatives)
         pairs += [(q, n) for q in dict.fromkeys(q for q, _ in pairs) for n in mined[q]]
         trips += [(q, pos, n) for q, pos, _ in list(trips) for n in mined[q]]
     dev = [(p.query, p.passage) for p in labelled_pairs(dev_groups, 10**9, seed)]

@@ -8,6 +8,7 @@ recipe). The best step by a dev split of the *training* data is kept; held-out e
 from __future__ import annotations
 
 import logging
+import random
 from typing import Any
 
 import numpy as np
@@ -15,7 +16,14 @@ import numpy as np
 from edgedistill.contract import StageContext, StageResult
 from edgedistill.errors import RecipeError
 from edgedistill.tasks.reranker.config import RerankerData, RerankerFinetune
-from edgedistill.tasks.reranker.data import LabelledPair, labelled_pairs, load_groups, split_groups, sts_pairs
+from edgedistill.tasks.reranker.data import (
+    LabelledPair,
+    labelled_pairs,
+    load_groups,
+    mined_negatives,
+    split_groups,
+    sts_pairs,
+)
 
 log = logging.getLogger(__name__)
 
@@ -35,22 +43,31 @@ def pairwise_auc(scores: np.ndarray, labels: np.ndarray) -> float:
 
 
 def training_pairs(cfg: RerankerFinetune, data: RerankerData, exclude: set[str],
-                   seed: int) -> tuple[list[LabelledPair], list[LabelledPair]]:
-    """(train, dev) labelled pairs for the objective."""
+                   seed: int) -> tuple[list[LabelledPair], list[LabelledPair], int]:
+    """(train, dev) labelled pairs for the objective, and how many of the training pairs are mined negatives."""
     if cfg.objective == "regression":
         if not data.sts:
             raise RecipeError("stages.finetune.objective: regression trains on STS-b scores; set data.sts "
                               "(e.g. stsb), or use objective: binary with data.pairs")
         pairs = sts_pairs(data.sts, cfg.pairs + 8 * cfg.dev_queries, seed, exclude)
         dev = 8 * cfg.dev_queries
-        return pairs[dev:], pairs[:dev]
+        if len(pairs) <= dev:
+            raise RecipeError(f"data.sts: {data.sts} gives {len(pairs)} scored train pairs that share no sentence with "
+                              f"the evaluation sets, no more than the {dev} held apart for dev (8 x "
+                              "stages.finetune.dev_queries); give more STS train pairs or lower dev_queries")
+        return pairs[dev:], pairs[:dev], 0
     groups = load_groups(data.pairs, exclude, "data.pairs")
     train_groups, dev_groups = split_groups(groups, cfg.dev_queries, seed)
     train = labelled_pairs(train_groups, cfg.pairs, seed)
+    labelled = len(train)
+    if cfg.hard_negatives:  # other queries' passages that share words: what a first stage puts beside the relevant
+        mined = mined_negatives(train_groups, list(dict.fromkeys(p.query for p in train)), cfg.hard_negatives)
+        train += [LabelledPair(q, n, 0.0) for q, negatives in mined.items() for n in negatives]
+        random.Random(seed).shuffle(train)
     if not train or not any(p.label >= 0.5 for p in train) or all(p.label >= 0.5 for p in train):
         raise RecipeError(f"data.pairs: {data.pairs} gives {len(train)} training pairs without both relevant and "
                           "non-relevant ones; finetuning needs labelled pairs of both kinds")
-    return train, labelled_pairs(dev_groups, 10**9, seed)
+    return train, labelled_pairs(dev_groups, 10**9, seed), len(train) - labelled
 
 
 def run(cfg: RerankerFinetune, ctx: StageContext, data: RerankerData, exclude: set[str]) -> StageResult:
@@ -61,7 +78,7 @@ def run(cfg: RerankerFinetune, ctx: StageContext, data: RerankerData, exclude: s
     from edgedistill.tasks.seqcls.training import TrainSettings, train
 
     seed = data.seed if cfg.seed is None else cfg.seed
-    pairs, dev = training_pairs(cfg, data, exclude, seed)
+    pairs, dev, mined = training_pairs(cfg, data, exclude, seed)
     torch.manual_seed(seed)  # the new head's initial weights, whatever ran before in this process
     clf = build_classifier(ctx.input.path, 1, labels=["relevance"], max_seq_length=cfg.max_seq_length,
                            device=ctx.device, field="teacher")
@@ -97,6 +114,7 @@ def run(cfg: RerankerFinetune, ctx: StageContext, data: RerankerData, exclude: s
     positives = sum(p.label >= 0.5 for p in pairs)
     return StageResult(metrics={
         **result.stats(), "objective": cfg.objective, "train_pairs": len(pairs), "train_positives": int(positives),
+        "mined_negatives": mined,
         "dev_pairs": len(dev), f"{dev_name}_before": before, dev_name: result.best_score,
         "pairs_per_s": round(len(pairs) * cfg.epochs / max(result.train_s, 1e-9), 2), "device": ctx.device,
     })

@@ -18,6 +18,7 @@ def bm25_search(queries: list[str], corpus: list[str], k: int) -> tuple[np.ndarr
     """Top-``k`` corpus ids [Q, k] and BM25 scores, best first (English stopwords removed)."""
     import bm25s
 
+    logging.getLogger("bm25s").setLevel(logging.WARNING)  # bm25s sets DEBUG on import: one line per index built
     k = min(k, len(corpus))
     index = bm25s.BM25()
     index.index(bm25s.tokenize(corpus, stopwords="en", show_progress=False), show_progress=False)
@@ -55,10 +56,11 @@ def search(first_stage: str, queries: list[str], corpus: list[str], k: int, batc
     return bi_encoder_search(first_stage, queries, corpus, k, batch_size, device)
 
 
-def mine_negatives(queries: list[str], positives: list[set[str]], pool: list[str], per_query: int,
+def mine_negatives(queries: list[str], skip: list[set[str]], pool: list[str], per_query: int,
                    depth: int = 10) -> list[list[str]]:
-    """Hard negatives: each query's top BM25 passages from ``pool`` that are not among its positives."""
+    """Hard negatives: each query's top BM25 passages from ``pool``, leaving out its ``skip`` set (its own
+    labelled passages), so they are other queries' passages that share its words, as a first stage returns them."""
     if per_query <= 0 or not pool:
         return [[] for _ in queries]
     ids, _ = bm25_search(queries, pool, depth + per_query)
-    return [[pool[i] for i in row if pool[i] not in pos][:per_query] for row, pos in zip(ids, positives, strict=True)]
+    return [[pool[i] for i in row if pool[i] not in own][:per_query] for row, own in zip(ids, skip, strict=True)]

@@ -19,6 +19,7 @@ from pydantic import Field
 from edgedistill.contract import ONNX, TEACHER, TORCH, StageContext, StageResult
 from edgedistill.errors import RecipeError
 from edgedistill.stages.configs import Strict
+from edgedistill.timing import threads_label
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +102,7 @@ def run(cfg: RerankerProfile, ctx: StageContext, task: Any) -> StageResult:
     final, teacher = measurements[-1], next((m for m in measurements if m["kind"] == TEACHER), None)
     head = str(HEADLINE if HEADLINE in cfg.candidates else cfg.candidates[0])
     metrics: dict[str, Any] = {
-        "rerank_profile": measurements, "queries": len(queries), "threads": threads or "all cores",
+        "rerank_profile": measurements, "queries": len(queries), "threads": threads_label(threads),
         "headline_candidates": int(head),
         "measured_by": f"profile stage (1 query x {head} candidates in one call, text in, logits out)",
         "latency_ms_p50": final["candidates"][head]["p50_ms"],
@@ -150,8 +151,8 @@ def report_section(metrics: dict[str, Any]) -> str:
     counts = list(rows[0]["candidates"])
     teacher = next((m for m in rows if m["kind"] == TEACHER), None)
     lines = [f"Per-query latency, 1 query x N candidates scored in one call (tokenisation included), p50 ms (p90) "
-             f"and pairs/s; {metrics['queries']} held-out queries with their BM25 candidates, {metrics['threads']} "
-             "thread(s), all models in one process in turn.", "",
+             f"and pairs/s; {metrics['queries']} held-out queries with their BM25 candidates, {metrics['threads']}, "
+             "all models in one process in turn.", "",
              "| model | size MB | " + " | ".join(f"1 x {n}: p50 ms (p90) | pairs/s" for n in counts)
              + (" | speed-up vs teacher at 1 x 50 |" if teacher and "50" in counts else " |"),
              "|---|---|" + "---|---|" * len(counts) + ("---|" if teacher and "50" in counts else "")]
