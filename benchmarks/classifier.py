@@ -70,7 +70,7 @@ def goals_part(recipe: str, runs: Path, threads: int) -> dict[str, Any]:
 
     from edgedistill.recipe import load_recipe
     from edgedistill.tasks.classifier import TASK
-    from edgedistill.tasks.classifier.evaluate import Evaluator
+    from edgedistill.tasks.classifier.evaluate import Evaluator, scores
     from edgedistill.tasks.classifier.runtime import Classifier
     from edgedistill.tasks.seqcls.models import load_classifier
     from edgedistill.tasks.seqcls.teacher_cache import compute_logits
@@ -83,13 +83,15 @@ def goals_part(recipe: str, runs: Path, threads: int) -> dict[str, Any]:
     finetune = records[0]
     bundle = runs / config.name / "bundle"
     data = TASK.eval_set(config.evaluation)
-    torch.set_num_threads(threads)
     teacher = load_classifier(teacher_dir)
     reference = {"logits": compute_logits(teacher, data.inputs, 32, "teacher on the test split"),
                  "labels": np.array(teacher.labels)}
     evaluator = Evaluator(data, reference)
     student = Classifier(bundle, threads=threads)
-    quality = {"teacher": evaluator.quality(teacher), "int8_student": evaluator.quality(student)}
+    teacher_quality = scores(reference["logits"], evaluator.gold, len(evaluator.label_names), reference["logits"],
+                             data.ece_bins)
+    quality = {"teacher": teacher_quality, "int8_student": evaluator.quality(student)}
+    torch.set_num_threads(threads)  # timing: both models at the same thread count
     latency = interleaved_batch1({"teacher": teacher, "int8_student": student}, data.latency_inputs)
     size = {"teacher": artifact_size_mb(teacher_dir), "int8_student": round((bundle / student.model_path.relative_to(
         bundle)).stat().st_size / 1e6, 3)}
