@@ -35,7 +35,7 @@ def figures(records: list[StageRecord], teacher: dict[str, Any], task: str = "em
         latency = {k: profile.get(k) for k in ("latency_ms_p50", "latency_ms_p90", "latency_ms_p99",
                                                "throughput_per_s", "throughput_batch_size", "cold_start_ms",
                                                "threads", "host")}
-        latency["measured_by"] = "profile stage (batch 1, text in, embedding out)"
+        latency["measured_by"] = profile.get("measured_by") or "profile stage (batch 1, text in, embedding out)"
     else:
         latency = {k: evaluation.get(k) for k in ("latency_ms_p50", "latency_ms_p90")}
         latency["measured_by"] = "evaluation (batch 1, text in, embedding out)"

@@ -251,6 +251,39 @@ def classify(bundle: Path, texts: tuple[str, ...], pairs: tuple[tuple[str, str],
 
 
 @main.command()
+@click.argument("bundle", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.argument("query")
+@click.argument("documents", nargs=-1)
+@click.option("--file", "doc_file", type=click.File("r"), help="Read documents from a file, one per line ('-': stdin).")
+@click.option("--format", "fmt", type=click.Choice(["json", "short"]), default="json", show_default=True,
+              help="json: scores in the documents' order and the ranking; short: the documents best first.")
+@click.option("--threads", type=int, default=0, show_default=True, help="onnxruntime intra-op threads; 0 = all cores.")
+@click.option("--no-check", is_flag=True, help="Skip the sha256 check of the bundle's files.")
+@click.option("--precision", type=click.Choice(["fp32", "int8"]), default=None,
+              help="Which of the bundle's graphs; default: the final one.")
+def rank(bundle: Path, query: str, documents: tuple[str, ...], doc_file, fmt: str, threads: int, no_check: bool,
+         precision: str | None) -> None:
+    """Rerank DOCUMENTS for QUERY with a reranker BUNDLE (onnxruntime, tokenizers and numpy only: no torch)."""
+    import json
+
+    from edgedistill.runtime import load, require_task
+
+    docs = list(documents) + ([line.rstrip("\n") for line in doc_file if line.strip()] if doc_file else [])
+    if not docs:
+        _fail(EdgedistillError("rank: no documents; pass them after the query or with --file FILE (one per line)"))
+    try:
+        require_task(bundle, "reranker", "rank")
+        result = load(bundle, threads=threads, check=not no_check, precision=precision).rank(query, docs)
+    except EdgedistillError as e:
+        _fail(e)
+    if fmt == "json":
+        click.echo(json.dumps({"bundle": str(bundle), "query": query, "documents": docs,
+                               "scores": [round(s, 6) for s in result.scores], "ranking": result.ranking}))
+    else:
+        click.echo("\n".join(f"{i + 1}\t{result.scores[d]:.4f}\t{docs[d]}" for i, d in enumerate(result.ranking)))
+
+
+@main.command()
 def assets() -> None:
     """List the built-in catalog of offline models and data sets."""
     from edgedistill.assets import catalog_summary

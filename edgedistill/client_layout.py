@@ -66,10 +66,15 @@ def _first_json(sources: list[Path], name: str) -> dict[str, Any] | None:
 
 def graph_contract(manifest: dict) -> dict[str, Any]:
     """What the graphs take and return, for config.json readers."""
-    return {"inputs": list(manifest["inputs"]), "output": manifest["output"], "dimension": manifest["dimension"],
-            "pooling": f"{manifest['pooling']} (inside the graph)", "normalized": bool(manifest["normalized"]),
-            "max_seq_length": manifest["max_seq_length"], "manifest": "manifest.json",
-            "run_rows_separately": bool(manifest.get("batch_invariance", {}).get("run_rows_separately"))}
+    contract = {"inputs": list(manifest["inputs"]), "output": manifest["output"], "dimension": manifest["dimension"],
+                "max_seq_length": manifest["max_seq_length"], "manifest": "manifest.json",
+                "run_rows_separately": bool(manifest.get("batch_invariance", {}).get("run_rows_separately"))}
+    if "pooling" in manifest:  # embedding graphs; a sequence classifier's graph ends in logits (its task's fields)
+        contract.update(pooling=f"{manifest['pooling']} (inside the graph)", normalized=bool(manifest["normalized"]))
+    for key in ("task", "text_inputs", "activation", "labels"):
+        if key in manifest:
+            contract[key] = manifest[key]
+    return contract
 
 
 def write_layout(bundle: Path, manifest: dict, sources: list[Path]) -> dict[str, Any]:
@@ -103,4 +108,4 @@ def write_layout(bundle: Path, manifest: dict, sources: list[Path]) -> dict[str,
     return {"model": models[final], "models": models, "precision": final,
             "clients": {"layout": "onnx/ + config.json + tokenizer files (transformers.js, fastembed)",
                         "output": contract["output"], "pooling": "none: read the output as is",
-                        "normalize": "none needed: already L2-normalised"}}
+                        "normalize": "none needed: already L2-normalised" if manifest.get("normalized") else "none"}}

@@ -76,7 +76,7 @@ class Recipe(Strict):
     data: DataConfig
     evaluation: EvaluationConfig = EvaluationConfig()
     task: str = Field(default="embedding", description="What kind of model the chain distils: embedding (built), "
-                      "reranker or classifier (planned).")
+                      "reranker (cross-encoders) or classifier (planned).")
     stages: list[StageConfig] = Field(min_length=1)
     threads: int = Field(default=0, ge=0, description="torch CPU threads; 0 = all cores.")
     trust: TrustConfig = TrustConfig()

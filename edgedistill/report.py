@@ -343,7 +343,8 @@ def write_report(run_dir: Path, name: str, teacher: dict[str, Any], records: lis
     report = build_report(run_dir, name, teacher, records, task)
     sections = []
     for r in records:
-        section = stage_registry.report_section(r.type, r.metrics)
+        # a task's version of a stage may write its own section (metrics["report_markdown"])
+        section = r.metrics.get("report_markdown") or stage_registry.report_section(r.type, r.metrics)
         if section:
             sections.append((f"{r.index:02d} {r.type}", section))
     md = to_markdown(report, sections)

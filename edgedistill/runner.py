@@ -92,8 +92,9 @@ class Runner:
     def stage_inputs(self, stage_type: str) -> tuple[StageInputs, dict[str, object]]:
         """What a stage may read beyond its config and input (its registry row's ``reads``), and the part of its
         key those inputs make: local files by content, everything else by value."""
-        # a task may declare what its own version of a stage reads (e.g. its data section), else the registry's
-        reads = getattr(self.task, "stage_reads", {}).get(stage_type, stages.REGISTRY[stage_type].reads)
+        # the registry's reads, plus those a task's version of the stage needs (Task.stage_reads)
+        extra = getattr(self.task, "stage_reads", {}).get(stage_type, ())
+        reads = stages.REGISTRY[stage_type].reads + tuple(r for r in extra if r not in stages.REGISTRY[stage_type].reads)
         r = self.recipe
         train = getattr(r.data, "train", None)  # unlabelled text (embedding); other tasks read their whole data
         values = {"train": train, "seed": r.data.seed, "selection": getattr(r.evaluation, "sts", None),

@@ -195,10 +195,16 @@ def bundle_task(path: str | Path) -> str:
 TASK_COMMANDS = {"embedding": "edgedistill embed", "reranker": "edgedistill rank", "classifier": "edgedistill classify"}
 
 
+class WrongTaskError(BundleError):
+    """A bundle made for another task than the command or predictor serves: bad input (exit code 2)."""
+
+    exit_code = 2
+
+
 def require_task(path: str | Path, expected: str, command: str) -> None:
-    """Raise BundleError naming the fix when a bundle was made for another task than ``command`` serves."""
+    """Raise WrongTaskError naming the fix when a bundle was made for another task than ``command`` serves."""
     task = bundle_task(path)
     if task != expected:
         fix = TASK_COMMANDS.get(task)
-        raise BundleError(f"{command}: {path} is a {task} bundle, not a{'n' if expected[0] in 'aeiou' else ''} "
+        raise WrongTaskError(f"{command}: {path} is a {task} bundle, not a{'n' if expected[0] in 'aeiou' else ''} "
                           f"{expected} bundle; " + (f"use `{fix} {path} ...`" if fix else "upgrade edgedistill"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
 
 # Marks a field that names a model or data source (local path, catalog name or hub id): stage keys take a local
 # source by its content, so a folder retrained or a file rewritten in place reruns what read it.
@@ -94,6 +94,11 @@ class DistillStage(Strict):
     triplet_source: str = Field(default="snli", description="SNLI-format folder (snli_1.0_train_subset.jsonl) "
                                 "or catalog name that triplets come from.", json_schema_extra=SOURCE)
     triplet_batch_size: int = Field(default=32, gt=0)
+    margin_teacher: str | None = Field(
+        default=None, description="margin_mse: a cross-encoder (sequence-classification folder with one logit, e.g. "
+        "a reranker recipe's finetune artifact) whose margin score(a, pos) - score(a, neg) the student's cosine "
+        "margin learns, instead of the bi-encoder teacher's; rescaled to the teacher's margin spread.",
+        json_schema_extra=SOURCE)
     epochs: float = Field(default=1.0, gt=0)
     batch_size: int = Field(default=64, gt=0, description="Global batch (split across processes).")
     gradient_accumulation: int = Field(default=1, ge=1)
@@ -116,6 +121,14 @@ class DistillStage(Strict):
     seed: int | None = Field(default=None, description="Training seed; null uses data.seed.")
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
+    @model_serializer(mode="wrap")
+    def _unset_margin_teacher_not_dumped(self, handler: Any) -> dict[str, Any]:
+        """Stage keys hash the dumped config: leaving margin_teacher out while unset keeps every earlier key."""
+        data = handler(self)
+        if isinstance(data, dict) and data.get("margin_teacher") is None:
+            data.pop("margin_teacher", None)
+        return data
+
     @model_validator(mode="after")
     def _pairs_need_triplets(self) -> DistillStage:
         pair = [loss.type for loss in self.losses if loss.type in PAIR_LOSSES]
@@ -123,6 +136,9 @@ class DistillStage(Strict):
             raise ValueError(f"losses {pair} train on triplets: set triplets (e.g. 5000)")
         if self.label_backend == "onnx" and any(loss.type == "hidden" for loss in self.losses):
             raise ValueError("label_backend onnx gives embeddings only; the hidden loss needs torch (or auto)")
+        if self.margin_teacher and "margin_mse" not in pair:
+            raise ValueError("margin_teacher gives the margins of the margin_mse loss: add {type: margin_mse} to "
+                             "losses (and set triplets), or remove margin_teacher")
         if len({loss.type for loss in self.losses}) != len(self.losses):
             raise ValueError("each loss type may appear once; combine them with weights")
         return self

@@ -39,6 +39,10 @@ def host_facts() -> dict[str, Any]:
 
 
 def run(cfg: ProfileStage, ctx: StageContext) -> StageResult:
+    task = ctx.task or get_task()
+    own = getattr(task, "profile", None)
+    if own is not None:  # a task whose workload is not one text per call (rerankers: 1 query x N candidates)
+        return own(cfg, ctx)
     from edgedistill.profiling.bench import headline
     from edgedistill.profiling.profiler import (
         ChainItem,
@@ -49,7 +53,7 @@ def run(cfg: ProfileStage, ctx: StageContext) -> StageResult:
         upstream_chain,
     )
 
-    sentences = pick_sentences(ctx.task or get_task(), ctx.evaluator.data, cfg.sentences)
+    sentences = pick_sentences(task, ctx.evaluator.data, cfg.sentences)
     settings = bench_settings(cfg)
     chain = upstream_chain(ctx.input.path, ctx.input.kind)
     item = chain[-1]

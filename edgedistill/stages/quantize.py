@@ -40,13 +40,14 @@ def search_sentences(cfg: QuantizeStage, ctx: StageContext) -> tuple[list[str], 
     training data (unit tests) the evaluator's held-out sentences stand in."""
     from edgedistill.quant.calibration import split_sentences
 
-    own = getattr(ctx.task, "calibration_inputs", None)  # a task whose data section is not a sentence pool
+    own = getattr(ctx.task, "calibration_inputs", None)  # a task whose data section is not a sentence pool (pairs)
     if own is not None and ctx.inputs.data is not None:
         return own(ctx.inputs.data, cfg.calibration_sentences, cfg.search.proxy_sentences, ctx.inputs.seed)
     if ctx.inputs.train is not None:
         return split_sentences(ctx.inputs.train, cfg.calibration_sentences, cfg.search.proxy_sentences,
                                ctx.inputs.seed)
-    pool = list(ctx.evaluator.data.heldout or ctx.evaluator.data.latency_sentences)
+    task = ctx.task or get_task()
+    pool = list(task.sample_texts(ctx.evaluator.data))
     return pool[: max(1, len(pool) // 2)], pool[len(pool) // 2:] or pool
 
 

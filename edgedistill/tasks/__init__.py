@@ -77,21 +77,23 @@ class Task(Protocol):
     #                                        stage type whose registry default is None exists only where a task
     #                                        names a config for it (``finetune``)
     #   finetune(cfg, ctx) -> StageResult    the ``finetune`` stage: a teacher from a pretrained encoder and labels
-    #   stage_reads: dict[str, tuple]        what a stage type reads of the recipe in this task (e.g. "data"),
-    #                                        overriding the registry row's ``reads`` (and so its key)
+    #   stage_reads: dict[str, tuple[str, ...]]  recipe inputs a stage reads in this task beyond its registry row's
+    #                                        (e.g. {"distill": ("data", "evaluation")}); they enter the stage's key
     #   calibration_inputs(data, n_cal, n_proxy, seed) -> (list, list)
-    #                                        quantize's calibration and proxy inputs from the task's data section
+    #                                        quantize's calibration and proxy inputs (texts or (text, text) pairs)
+    #                                        from the task's data section, disjoint
+    #   profile(cfg, ctx) -> StageResult     the ``profile`` stage, for a workload that is not one text per call
+    #                                        (a reranker: 1 query x N candidates)
+    # A task's version of any stage may put its report section, as Markdown, in its metrics (``report_markdown``).
 
 
 # name -> module holding a ``TASK`` instance, or the issue that will bring it
 TASKS: dict[str, str] = {
     "embedding": "edgedistill.tasks.embedding",
     "classifier": "edgedistill.tasks.classifier",
+    "reranker": "edgedistill.tasks.reranker",
 }
-PLANNED: dict[str, str] = {
-    "reranker": "cross-encoder rerankers (distil a cross-encoder teacher into a small cross-encoder or a "
-                "bi-encoder)",
-}
+PLANNED: dict[str, str] = {}
 TASK_NAMES = (*TASKS, *PLANNED)
 
 

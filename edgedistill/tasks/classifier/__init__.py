@@ -56,7 +56,7 @@ class ClassifierTask:
     evaluation_config = ClassifierEvaluation
     stage_configs: ClassVar[dict[str, type]] = {"finetune": ClassifierFinetuneStage, "distill": ClassifierDistillStage,
                                                 "export": ClassifierExportStage, "quantize": ClassifierQuantizeStage}
-    # what each stage reads of the recipe besides its config (the registry's rows, with the data section)
+    # recipe inputs its stages read beyond the registry rows' (the data section), part of their keys
     stage_reads: ClassVar[dict[str, tuple[str, ...]]] = {"distill": ("data", "seed"),
                                                          "quantize": ("data", "seed", "threads", "evaluation")}
 

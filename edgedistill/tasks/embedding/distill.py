@@ -192,6 +192,26 @@ def pca_reduce(labels: np.ndarray, dim: int) -> np.ndarray:
     return (reduced / np.maximum(np.linalg.norm(reduced, axis=1, keepdims=True), 1e-12)).astype(np.float32)
 
 
+def cross_encoder_margins(cfg: DistillStage, ctx: StageContext, sentences: list[str], triplet_rows: np.ndarray,
+                          labels: np.ndarray) -> tuple[np.ndarray, dict]:
+    """margin_mse targets from a cross-encoder (cached logits): score(a, pos) - score(a, neg) per triplet, rescaled
+    so their spread is the bi-encoder teacher's cosine margins' on the same triplets (a cosine margin lies in
+    [-2, 2], a logit margin does not; the ranking the student learns is the cross-encoder's)."""
+    from edgedistill.tasks.seqcls.teacher_cache import teacher_logits
+
+    pairs = [(sentences[a], sentences[b]) for a, p, n in triplet_rows for b in (p, n)]
+    logits = teacher_logits(resolve(cfg.margin_teacher), pairs, batch_size=cfg.teacher_batch_size, device=ctx.device,
+                            field="stages.distill.margin_teacher", num_labels=1)[:, 0].reshape(-1, 2)
+    ce = logits[:, 0] - logits[:, 1]
+    t = labels[triplet_rows].astype(np.float64)
+    cosine = (t[:, 0] * t[:, 1]).sum(-1) - (t[:, 0] * t[:, 2]).sum(-1)
+    scale = float(cosine.std() / max(ce.std(), 1e-9))
+    agree = float(np.mean(np.sign(ce) == np.sign(cosine)))
+    log.info("margin_teacher: %d cross-encoder margins (x%.4f to the teacher's spread); same sign as the bi-encoder "
+             "teacher's on %.1f%% of triplets", len(ce), scale, 100 * agree)
+    return (ce * scale).astype(np.float32), {"margin_teacher_scale": scale, "margin_sign_agreement": agree}
+
+
 def _train(job: TrainJob, processes: int, work: Path) -> dict:
     """Train in this process, or data-parallel in ``processes`` torchrun workers."""
     import json
@@ -243,6 +263,9 @@ def run(cfg: DistillStage, ctx: StageContext) -> StageResult:
                                     backend=cfg.label_backend)
     label_s = time.perf_counter() - t0
     teacher_dim = labels.shape[1]
+    margins = None
+    if cfg.margin_teacher and triplet_rows is not None:
+        margins, info_margins = cross_encoder_margins(cfg, ctx, sentences, triplet_rows, labels)
 
     student, info = build_student(cfg.student, cfg.max_seq_length, teacher_dim, sentences, labels, ctx.device,
                                   teacher=ctx.teacher)
@@ -265,6 +288,9 @@ def run(cfg: DistillStage, ctx: StageContext) -> StageResult:
         np.save(work / "hidden.npy", hidden)
     if triplet_rows is not None:
         np.save(work / "triplets.npy", triplet_rows)
+    if margins is not None:
+        np.save(work / "margins.npy", margins)
+        info.update(info_margins)
     dev = load_sts(inputs.selection, "dev") if inputs.selection else None
     # Checkpoints live beside the stage's temp folder, so a killed run resumes mid-training.
     checkpoints = work.parent / (".ckpt-" + work.name.removeprefix(".tmp-"))
@@ -274,11 +300,12 @@ def run(cfg: DistillStage, ctx: StageContext) -> StageResult:
         config=cfg.model_dump(), seed=seed, device=ctx.device,
         hidden_file=str(work / "hidden.npy") if hidden is not None else None,
         triplets_file=str(work / "triplets.npy") if triplet_rows is not None else None,
+        margins_file=str(work / "margins.npy") if margins is not None else None,
         teacher_dir=str(ctx.teacher),
         dev_sts={"first": dev.first, "second": dev.second, "scores": dev.scores} if dev else None,
     )
     stats = _train(job, cfg.processes, work)
-    for name in ("init", "sentences.txt", "labels.npy", "hidden.npy", "triplets.npy", "train-job.json"):
+    for name in ("init", "sentences.txt", "labels.npy", "hidden.npy", "triplets.npy", "margins.npy", "train-job.json"):
         target = work / name
         shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
     shutil.rmtree(checkpoints, ignore_errors=True)

@@ -28,6 +28,7 @@ class Batch:
     teacher_attentions: tuple[torch.Tensor, ...] | None = None
     triplet_embeddings: torch.Tensor | None = None  # student [T, 3, D] (anchor, positive, negative)
     triplet_targets: torch.Tensor | None = None  # teacher [T, 3, D]
+    triplet_margins: torch.Tensor | None = None  # a cross-encoder's margins [T] (margin_teacher), rescaled
 
 
 class MSE(torch.nn.Module):
@@ -72,7 +73,8 @@ class InBatchKL(torch.nn.Module):
 
 
 class MarginMSE(torch.nn.Module):
-    """MSE between student and teacher margins sim(anchor, positive) - sim(anchor, negative)."""
+    """MSE between student and teacher margins sim(anchor, positive) - sim(anchor, negative); the teacher's margin
+    is a cross-encoder's score(anchor, positive) - score(anchor, negative) when the stage names a margin_teacher."""
 
     needs = ("triplets",)
 
@@ -80,7 +82,8 @@ class MarginMSE(torch.nn.Module):
         def margin(x: torch.Tensor) -> torch.Tensor:
             return (x[:, 0] * x[:, 1]).sum(-1) - (x[:, 0] * x[:, 2]).sum(-1)
 
-        return F.mse_loss(margin(b.triplet_embeddings), margin(b.triplet_targets))
+        target = b.triplet_margins if b.triplet_margins is not None else margin(b.triplet_targets)
+        return F.mse_loss(margin(b.triplet_embeddings), target)
 
 
 class MultipleNegativesRanking(torch.nn.Module):

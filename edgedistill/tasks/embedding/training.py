@@ -42,6 +42,7 @@ class TrainJob:
     device: str
     hidden_file: str | None = None  # pooled teacher hidden states [N, L, H] (.npy)
     triplets_file: str | None = None  # [T, 3] sentence indices (.npy)
+    margins_file: str | None = None  # [T] a cross-encoder's margins for margin_mse (.npy)
     teacher_dir: str | None = None  # for attention distillation (online teacher)
     dev_sts: dict[str, list] | None = None  # {"first", "second", "scores"} for evaluation during training
 
@@ -87,7 +88,8 @@ class StudentForward(torch.nn.Module):
 
     def forward(self, texts: list[str], targets: torch.Tensor, progress: float, teacher_hidden: Any = None,
                 teacher: Any = None, triplets: list[str] | None = None,
-                triplet_targets: torch.Tensor | None = None) -> torch.Tensor:
+                triplet_targets: torch.Tensor | None = None, triplet_margins: torch.Tensor | None = None
+                ) -> torch.Tensor:
         needs = self.loss.needs
         internals = bool({"hidden", "attentions"} & needs)
         emb, hidden, attentions, input_ids = self.encode(texts, internals)
@@ -101,6 +103,7 @@ class StudentForward(torch.nn.Module):
         if triplets is not None:
             batch.triplet_embeddings = self.encode(triplets)[0].view(-1, 3, emb.shape[-1])
             batch.triplet_targets = triplet_targets
+            batch.triplet_margins = triplet_margins
         return self.loss(batch, progress)
 
 
@@ -157,6 +160,7 @@ def train(job: TrainJob) -> dict[str, Any]:
     labels = torch.from_numpy(np.load(job.labels_file))
     hidden_targets = torch.from_numpy(np.load(job.hidden_file)).float() if job.hidden_file else None
     triplets = np.load(job.triplets_file) if job.triplets_file else None
+    margins = torch.from_numpy(np.load(job.margins_file)).float() if job.margins_file else None
     train_idx = np.arange(len(sentences))
     val_idx = np.array([], dtype=np.int64)
     if cfg.validation_sentences and len(sentences) > 4 * cfg.validation_sentences:
@@ -260,6 +264,8 @@ def train(job: TrainJob) -> dict[str, Any]:
                 rows = triplets[t_idx].reshape(-1)
                 kwargs["triplets"] = [sentences[i] for i in rows]
                 kwargs["triplet_targets"] = labels[rows].view(len(t_idx), 3, -1).to(device)
+                if margins is not None:
+                    kwargs["triplet_margins"] = margins[t_idx].to(device)
             with torch.autocast(device_type="cuda", dtype=amp_dtype, enabled=use_amp):
                 value = model([sentences[i] for i in idx], labels[idx].to(device), step / total_steps, **kwargs)
             (value / cfg.gradient_accumulation).backward()
