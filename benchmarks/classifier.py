@@ -116,8 +116,8 @@ def uniform_layer_map(student_layers: int, teacher_layers: int = 12) -> dict[int
     return {i: (i + 1) * teacher_layers // student_layers - 1 for i in range(student_layers)}
 
 
-def variants(student_layers: int, unlabelled: int) -> dict[str, dict[str, Any]]:
-    layer_map = uniform_layer_map(student_layers)
+def variants(student_layers: int, teacher_layers: int, unlabelled: int) -> dict[str, dict[str, Any]]:
+    layer_map = uniform_layer_map(student_layers, teacher_layers)
     return {
         "ce only (no teacher)": {"losses": [{"type": "ce"}], "alpha": None, "unlabelled_examples": 0},
         "kl + ce": {"losses": KL_CE, "alpha": 0.5, "unlabelled_examples": 0},
@@ -145,11 +145,13 @@ def ablation_part(recipe: str, runs: Path, source_runs: Path) -> dict[str, Any]:
     from edgedistill.assets import resolve
     from edgedistill.tasks.seqcls.models import transformer_dir
 
+    def layers(spec: str) -> int:
+        return int(json.loads((transformer_dir(resolve(spec)) / "config.json").read_text())["num_hidden_layers"])
+
     distill = base["stages"][1]
-    config = json.loads((transformer_dir(resolve(distill["student"]["init"])) / "config.json").read_text())
     unlabelled = int(distill.get("unlabelled_examples") or 0) or 2 * int(base["data"].get("examples", 1000))
     rows: dict[str, dict[str, Any]] = {}
-    for label, change in variants(int(config["num_hidden_layers"]), unlabelled).items():
+    for label, change in variants(layers(distill["student"]["init"]), layers(base["teacher"]), unlabelled).items():
         log.info("ablation: %s", label)
         variant = {**base, "stages": [base["stages"][0], {**base["stages"][1], **change}]}
         path = runs / f"{base['name']}-ablation.yaml"
