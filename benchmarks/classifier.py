@@ -9,11 +9,11 @@ measures, side by side in one process: the fine-tuned teacher (PyTorch fp32) and
 out, tokenisation included; the two interleaved input by input at the same thread count) and size.
 Goals: accuracy retention >= 98%, agreement >= 95%, latency ratio >= 10x, INT8 model <= 25 MB.
 
-Part 2 (ablation, default on the snli-classifier recipe): the same student, the same labelled examples and
+Part 2 (ablation, default on the spam-classifier recipe; --ablation-recipe snli-classifier for the other): the same student, the same labelled examples and
 the same fine-tuned teacher (its finetune stage is copied from that recipe's run, so it is reused), trained with
 1. ce: hard labels only (no teacher), 2. kl+ce (alpha 0.5, T 4 -> 2), 3. kl+ce + TinyBERT losses (hidden states
-of mapped layers through a learned projection, attention maps, embedding layer), 4. kl+ce + teacher soft labels
-on unlabelled in-domain inputs. Each student is scored (PyTorch fp32) on the test split.
+of every student layer against uniformly mapped teacher layers through a learned projection, attention maps,
+embedding layer), 4. kl+ce + teacher soft labels on unlabelled in-domain inputs (the recipe's count). Each student is scored (PyTorch fp32) on the test split.
 
 Writes benchmarks/results/classifier.md and classifier.json.
 """
@@ -70,7 +70,7 @@ def goals_part(recipe: str, runs: Path, threads: int) -> dict[str, Any]:
 
     from edgedistill.recipe import load_recipe
     from edgedistill.tasks.classifier import TASK
-    from edgedistill.tasks.classifier.evaluate import Evaluator
+    from edgedistill.tasks.classifier.evaluate import Evaluator, scores
     from edgedistill.tasks.classifier.runtime import Classifier
     from edgedistill.tasks.seqcls.models import load_classifier
     from edgedistill.tasks.seqcls.teacher_cache import compute_logits
@@ -83,13 +83,15 @@ def goals_part(recipe: str, runs: Path, threads: int) -> dict[str, Any]:
     finetune = records[0]
     bundle = runs / config.name / "bundle"
     data = TASK.eval_set(config.evaluation)
-    torch.set_num_threads(threads)
     teacher = load_classifier(teacher_dir)
     reference = {"logits": compute_logits(teacher, data.inputs, 32, "teacher on the test split"),
                  "labels": np.array(teacher.labels)}
     evaluator = Evaluator(data, reference)
     student = Classifier(bundle, threads=threads)
-    quality = {"teacher": evaluator.quality(teacher), "int8_student": evaluator.quality(student)}
+    teacher_quality = scores(reference["logits"], evaluator.gold, len(evaluator.label_names), reference["logits"],
+                             data.ece_bins)
+    quality = {"teacher": teacher_quality, "int8_student": evaluator.quality(student)}
+    torch.set_num_threads(threads)  # timing: both models at the same thread count
     latency = interleaved_batch1({"teacher": teacher, "int8_student": student}, data.latency_inputs)
     size = {"teacher": artifact_size_mb(teacher_dir), "int8_student": round((bundle / student.model_path.relative_to(
         bundle)).stat().st_size / 1e6, 3)}
@@ -107,15 +109,23 @@ def goals_part(recipe: str, runs: Path, threads: int) -> dict[str, Any]:
 
 
 KL_CE = [{"type": "kl", "temperature": 4, "temperature_end": 2}, {"type": "ce"}]
-LAYER_MAP = {1: 3, 3: 7, 5: 11}  # MiniLM-L6 layers -> MPNet-base layers (TinyBERT's uniform mapping)
-VARIANTS: dict[str, dict[str, Any]] = {
-    "ce only (no teacher)": {"losses": [{"type": "ce"}], "alpha": None, "unlabelled_examples": 0},
-    "kl + ce": {"losses": KL_CE, "alpha": 0.5, "unlabelled_examples": 0},
-    "kl + ce + TinyBERT layers": {"losses": [*KL_CE, {"type": "hidden", "layer_map": LAYER_MAP},
-                                             {"type": "attention", "layer_map": LAYER_MAP}, {"type": "embedding"}],
-                                  "alpha": 0.5, "unlabelled_examples": 0},
-    "kl + ce + unlabelled soft labels": {"losses": KL_CE, "alpha": 0.5, "unlabelled_examples": 3000},
-}
+
+
+def uniform_layer_map(student_layers: int, teacher_layers: int = 12) -> dict[int, int]:
+    """TinyBERT's uniform mapping: student layer i -> teacher layer (i + 1) * T / S - 1."""
+    return {i: (i + 1) * teacher_layers // student_layers - 1 for i in range(student_layers)}
+
+
+def variants(student_layers: int, teacher_layers: int, unlabelled: int) -> dict[str, dict[str, Any]]:
+    layer_map = uniform_layer_map(student_layers, teacher_layers)
+    return {
+        "ce only (no teacher)": {"losses": [{"type": "ce"}], "alpha": None, "unlabelled_examples": 0},
+        "kl + ce": {"losses": KL_CE, "alpha": 0.5, "unlabelled_examples": 0},
+        "kl + ce + TinyBERT layers": {"losses": [*KL_CE, {"type": "hidden", "layer_map": layer_map},
+                                                 {"type": "attention", "layer_map": layer_map},
+                                                 {"type": "embedding"}], "alpha": 0.5, "unlabelled_examples": 0},
+        "kl + ce + unlabelled soft labels": {"losses": KL_CE, "alpha": 0.5, "unlabelled_examples": unlabelled},
+    }
 
 
 def ablation_part(recipe: str, runs: Path, source_runs: Path) -> dict[str, Any]:
@@ -132,8 +142,16 @@ def ablation_part(recipe: str, runs: Path, source_runs: Path) -> dict[str, Any]:
     for folder in (source_runs / base["name"]).glob("00-finetune-*"):
         if (folder / "metrics.json").is_file() and not (run_dir / folder.name).exists():
             shutil.copytree(folder, run_dir / folder.name)  # copy2 keeps mtimes: the runner reuses it
+    from edgedistill.assets import resolve
+    from edgedistill.tasks.seqcls.models import transformer_dir
+
+    def layers(spec: str) -> int:
+        return int(json.loads((transformer_dir(resolve(spec)) / "config.json").read_text())["num_hidden_layers"])
+
+    distill = base["stages"][1]
+    unlabelled = int(distill.get("unlabelled_examples") or 0) or 2 * int(base["data"].get("examples", 1000))
     rows: dict[str, dict[str, Any]] = {}
-    for label, change in VARIANTS.items():
+    for label, change in variants(layers(distill["student"]["init"]), layers(base["teacher"]), unlabelled).items():
         log.info("ablation: %s", label)
         variant = {**base, "stages": [base["stages"][0], {**base["stages"][1], **change}]}
         path = runs / f"{base['name']}-ablation.yaml"
@@ -177,8 +195,7 @@ def markdown(result: dict[str, Any]) -> str:
                   f"input, {g['threads']} thread(s) each. Recipe run (cold or reused stages): {g['run_s']:.0f} s; "
                   f"teacher fine-tuning {g['teacher_finetune_s']} s of training "
                   f"({g['teacher_finetune_stage_s']} s for the stage); stage times {g['stage_times_s']}.", ""]
-    a = result.get("ablation")
-    if a:
+    for a in result.get("ablations", {}).values():
         lines += [f"## Ablation ({a['recipe']}: same student init, labelled examples and teacher)", "",
                   "| student trained with | accuracy | macro-F1 | agreement | KL to teacher | ECE | train s |",
                   "|---|---|---|---|---|---|---|"]
@@ -205,7 +222,7 @@ def verdict(rows: dict[str, dict[str, Any]]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--recipe", default="spam-classifier", help="recipe of part 1 (goals)")
-    parser.add_argument("--ablation-recipe", default="snli-classifier")
+    parser.add_argument("--ablation-recipe", default="spam-classifier")
     parser.add_argument("--runs", type=Path, default=ROOT / "runs")
     parser.add_argument("--threads", type=int, default=1, help="threads for both models when timing")
     parser.add_argument("--skip-goals", action="store_true")
@@ -225,7 +242,7 @@ def main() -> None:
     if not args.skip_ablation:
         ablation = ablation_part(args.ablation_recipe, args.runs / "ablation", args.runs)
         ablation["verdict"] = verdict(ablation["rows"])
-        result["ablation"] = ablation
+        result.setdefault("ablations", {})[ablation["recipe"]] = ablation
     RESULTS.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2, default=float) + "\n")
     (RESULTS / "classifier.md").write_text(markdown(result))

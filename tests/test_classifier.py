@@ -173,7 +173,7 @@ def test_pair_chain_end_to_end(pair_run: dict[str, Any]) -> None:
     records = pair_run["records"]
     assert [r.type for r in records] == ["finetune", "distill", "export", "quantize"]
     teacher = records[0].evaluation
-    assert teacher["accuracy"] > 60 and teacher["agreement"] == 100 and teacher["kl_to_teacher"] < 1e-6
+    assert teacher["accuracy"] > 50 and teacher["agreement"] == 100 and teacher["kl_to_teacher"] < 1e-6  # chance: 33
     student = records[1].evaluation
     assert {"accuracy", "macro_f1", "agreement", "kl_to_teacher", "ece", "latency_ms_p50"} <= set(student)
     assert student["agreement"] > 50

@@ -67,7 +67,7 @@ class ClassifierTask:
             return Classifier(Path(path), threads=threads)
         from edgedistill.tasks.seqcls.models import load_classifier
 
-        return load_classifier(Path(path), device=device, field="teacher" if kind == "teacher" else kind)
+        return load_classifier(Path(path), device=device, field="teacher" if kind == "teacher" else f"{kind} artifact")
 
     def eval_set(self, evaluation: ClassifierEvaluation) -> Any:
         from edgedistill.tasks.classifier.data import load_examples

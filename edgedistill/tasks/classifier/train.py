@@ -113,6 +113,8 @@ def distill(cfg: Any, ctx: StageContext) -> StageResult:
     if any(x.type in LAYER_LOSSES for x in cfg.losses):
         teacher = load_classifier(Path(ctx.teacher), device=ctx.device, max_seq_length=cfg.max_seq_length)
         teacher.model.eval()
+        if any(x.type == "attention" for x in cfg.losses):  # attention maps come from the eager implementation
+            teacher.model.set_attn_implementation("eager")
         _check_layer_maps(cfg, student, teacher, ctx.index)
     loss = DistillLoss(cfg.losses, [cfg.weight(x) for x in cfg.losses], width,
                        int(teacher.model.config.hidden_size) if teacher else width).to(ctx.device)

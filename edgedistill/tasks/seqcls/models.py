@@ -92,11 +92,16 @@ def max_seq_length_of(path: Path, tokenizer: Any = None) -> int:
     if st.is_file() and json.loads(st.read_text()).get("max_seq_length"):
         return int(json.loads(st.read_text())["max_seq_length"])
     limit = int(getattr(tokenizer, "model_max_length", DEFAULT_MAX_SEQ_LENGTH) or DEFAULT_MAX_SEQ_LENGTH)
-    config = _config(transformer_dir(path))
+    return min(limit, 512, position_limit(path))
+
+
+def position_limit(path: Path) -> int:
+    """The most tokens the encoder's position table takes."""
+    config = _config(transformer_dir(Path(path)))
     positions = int(config.get("max_position_embeddings", 512))
     if config.get("model_type") in OFFSET_POSITIONS:  # position ids start after the padding index
         positions -= 2
-    return min(limit, 512, positions)
+    return positions
 
 
 def require_seqcls(path: Path, field: str, num_labels: int | None = None, what: str = "a sequence classifier") -> None:
@@ -167,7 +172,7 @@ def build_classifier(source: Path, num_labels: int, *, labels: list[str] | None 
     if layers is not None:
         keep_layers(model, layers, field.rsplit(".", 1)[0] + ".layers")
     tokenizer = AutoTokenizer.from_pretrained(str(folder))
-    length = max_seq_length or max_seq_length_of(source, tokenizer)
+    length = min(max_seq_length, position_limit(source)) if max_seq_length else max_seq_length_of(source, tokenizer)
     log.info("%s: %s from %s (%s, %d layers, %s head)", field, type(model).__name__, source, kind,
              model.config.num_hidden_layers, "its own" if keep_head else f"a new {num_labels}-way")
     return SequenceClassifier(model, tokenizer, length, device)
@@ -184,7 +189,8 @@ def load_classifier(path: Path, *, num_labels: int | None = None, device: str = 
     require_seqcls(path, field, num_labels)
     model = AutoModelForSequenceClassification.from_pretrained(str(path), trust_remote_code=remote_code_allowed())
     tokenizer = AutoTokenizer.from_pretrained(str(path))
-    return SequenceClassifier(model.to(device), tokenizer, max_seq_length or max_seq_length_of(path, tokenizer), device)
+    length = min(max_seq_length, position_limit(path)) if max_seq_length else max_seq_length_of(path, tokenizer)
+    return SequenceClassifier(model.to(device), tokenizer, length, device)
 
 
 class SequenceClassifier:
