@@ -226,3 +226,35 @@ def test_triplets_from_snli(tmp_path: Path) -> None:
     assert len(triplets) == 10 and all(len(set(t)) == 3 for t in triplets)
     excluded = load_triplets(str(folder), 100, seed=0, exclude={triplets[0][0]})
     assert triplets[0][0] not in {t[0] for t in excluded}
+
+
+def test_distill_stage_with_a_dev_retrieval_set_keeps_dev_sentences_out_of_training(
+        tmp_path: Path, tiny_world: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    from edgedistill.pipeline import run_recipe
+    from edgedistill.recipe import load_recipe
+    from tests.conftest import tiny_recipe, write_recipe
+
+    monkeypatch.setenv("EDGEDISTILL_CACHE", str(tmp_path / "cache"))
+    snli = write_snli(tmp_path / "snli")
+    rows = [json.loads(line) for line in (snli / "snli_1.0_train_subset.jsonl").read_text().splitlines()]
+    train = tmp_path / "train.txt"  # the training pool holds every SNLI sentence, dev ones included
+    train.write_text("\n".join(dict.fromkeys(s for r in rows for s in (r["sentence1"], r["sentence2"]))) + "\n")
+    recipe = tiny_recipe(tiny_world, data={"train": str(train), "seed": 0})
+    recipe["stages"] = [{**recipe["stages"][0], "train_sentences": 1000, "eval_steps": 1,
+                         "dev": {"objective": "asymmetric", "sts_floor": 100.0, "queries": 6, "corpus": 20,
+                                 "source": str(snli)}}]
+    record = run_recipe(load_recipe(write_recipe(tmp_path / "r.yaml", recipe)), tmp_path / "runs")[0]
+    m = record.metrics
+    assert m["dev_queries"] == 6 and m["dev_corpus"] == 20
+    from edgedistill.catalog import sentence_key
+    from edgedistill.tasks.embedding.distill import build_dev_retrieval
+
+    dev = build_dev_retrieval(str(snli), 6, 20, seed=0, exclude=set())
+    dev_keys = {sentence_key(s) for s in [*dev.queries, *dev.corpus]}
+    kept = [s for s in train.read_text().splitlines() if sentence_key(s) not in dev_keys]
+    assert len(dev_keys) == 26 and m["train_sentences"] == len(kept) < train.read_text().count("\n")
+    assert all("dev_cross_ndcg10" in h and "dev_teacher_cosine" in h for h in m["history"])
+    best = max(m["history"], key=lambda h: h["objective"])
+    assert m["best_step"] == best["step"] and m["objective_name"] == "asymmetric"
