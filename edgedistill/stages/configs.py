@@ -150,6 +150,9 @@ class DistillStage(Strict):
         if self.dev.objective in ("cross_ndcg", "asymmetric") and not self.dev.queries:
             raise ValueError(f"dev.objective {self.dev.objective} needs a dev retrieval set: set dev.queries "
                              "(e.g. 500)")
+        if self.dev.objective != "sts_dev" and self.student.projection == "pca":
+            raise ValueError(f"dev.objective {self.dev.objective} compares with the teacher's space, which a pca "
+                             "student does not share: use dev.objective sts_dev or another projection")
         pair = [loss.type for loss in self.losses if loss.type in PAIR_LOSSES]
         if pair and not self.triplets:
             raise ValueError(f"losses {pair} train on triplets: set triplets (e.g. 5000)")

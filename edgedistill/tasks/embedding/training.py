@@ -150,10 +150,10 @@ def dev_retrieval_metrics(student: torch.nn.Module, dev: dict[str, Any], teacher
                              normalize_embeddings=True)
     student.train(was_training)
     n, relevant = len(dev["queries"]), [set(r) for r in dev["relevant"]]
-    out = {"dev_teacher_cosine": float((emb * teacher).sum(-1).mean())}
-    if emb.shape[1] == teacher.shape[1]:
+    out = {"dev_ndcg10": ndcg_at_10(emb[:n], emb[n:], relevant)}
+    if emb.shape[1] == teacher.shape[1]:  # not with projection: pca (the student is not in the teacher's space)
+        out["dev_teacher_cosine"] = float((emb * teacher).sum(-1).mean())
         out["dev_cross_ndcg10"] = ndcg_at_10(emb[:n], teacher[n:], relevant)
-    out["dev_ndcg10"] = ndcg_at_10(emb[:n], emb[n:], relevant)
     return out
 
 
