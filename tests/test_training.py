@@ -148,6 +148,9 @@ def test_dev_objective_selects_under_the_sts_floor(tmp_path: Path, tiny_world: d
     best = max((h for h in history if h["qualifies"]), key=lambda h: h["objective"])
     assert stats["best_step"] == best["step"] and stats["objective_name"] == "asymmetric"
     assert stats["best_objective"] == pytest.approx(best["objective"])
+    if stats["best_step"]:
+        for low, high in stats["dev_gain_ci95"].values():
+            assert low <= high
 
 
 def test_projection_learning_rate_is_its_own_group(tiny_world: dict) -> None:

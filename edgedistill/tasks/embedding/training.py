@@ -138,10 +138,12 @@ def validation_cosine(student: torch.nn.Module, sentences: list[str], targets: t
     return float((emb.cpu() * targets).sum(-1).mean())
 
 
-def dev_retrieval_metrics(student: torch.nn.Module, dev: dict[str, Any], teacher: np.ndarray) -> dict[str, float]:
+def dev_retrieval_metrics(student: torch.nn.Module, dev: dict[str, Any], teacher: np.ndarray,
+                          per_item: dict[str, np.ndarray] | None = None) -> dict[str, float]:
     """On the dev retrieval set: nDCG@10 of student queries against the teacher-built index (cross), against the
-    student's own index, and the mean cosine to the teacher over every dev sentence."""
-    from edgedistill.tasks.embedding.evaluate import ndcg_at_10
+    student's own index, and the mean cosine to the teacher over every dev sentence (``per_item`` receives the
+    per-query cross nDCG and per-sentence cosines, for bootstrap intervals)."""
+    from edgedistill.tasks.embedding.evaluate import ndcg_at_10, ndcg_per_query
 
     was_training = student.training
     student.eval()
@@ -152,8 +154,10 @@ def dev_retrieval_metrics(student: torch.nn.Module, dev: dict[str, Any], teacher
     n, relevant = len(dev["queries"]), [set(r) for r in dev["relevant"]]
     out = {"dev_ndcg10": ndcg_at_10(emb[:n], emb[n:], relevant)}
     if emb.shape[1] == teacher.shape[1]:  # not with projection: pca (the student is not in the teacher's space)
-        out["dev_teacher_cosine"] = float((emb * teacher).sum(-1).mean())
-        out["dev_cross_ndcg10"] = ndcg_at_10(emb[:n], teacher[n:], relevant)
+        cosines, cross = (emb * teacher).sum(-1), ndcg_per_query(emb[:n], teacher[n:], relevant)
+        out["dev_teacher_cosine"], out["dev_cross_ndcg10"] = float(cosines.mean()), float(cross.mean())
+        if per_item is not None:
+            per_item.update(dev_teacher_cosine=cosines, dev_cross_ndcg10=cross)
     return out
 
 
@@ -263,6 +267,7 @@ def train(job: TrainJob) -> dict[str, Any]:
         log.info("resuming training from step %d/%d (%s)", step, total_steps, ckpt_path)
 
     dev_teacher = np.load(job.dev_retrieval["labels_file"]) if job.dev_retrieval else None
+    per_item: dict[int, dict[str, np.ndarray]] = {}  # step -> per-query / per-sentence dev values (this process)
 
     def evaluate(at_step: int) -> None:
         nonlocal best_score, best_step, best_state
@@ -272,7 +277,8 @@ def train(job: TrainJob) -> dict[str, Any]:
         if job.dev_sts is not None:
             entry["sts_dev"] = sts_dev_spearman(student, job.dev_sts)
         if job.dev_retrieval is not None:
-            entry.update(dev_retrieval_metrics(student, job.dev_retrieval, dev_teacher))
+            per_item[at_step] = {}
+            entry.update(dev_retrieval_metrics(student, job.dev_retrieval, dev_teacher, per_item[at_step]))
         if len(val_idx):
             entry["val_teacher_cosine"] = validation_cosine(student, [sentences[i] for i in val_idx], labels[val_idx])
         score = objective(entry, cfg.dev.objective)
@@ -345,6 +351,12 @@ def train(job: TrainJob) -> dict[str, Any]:
             kept = next(h for h in history if h["step"] == best_step)
             stats.update(best_step=best_step, best_objective=best_score, objective_name=cfg.dev.objective,
                          best_sts_dev=kept.get("sts_dev"))
+            if per_item.get(0) and per_item.get(best_step):
+                from edgedistill.tasks.embedding.evaluate import paired_bootstrap_ci
+
+                # Sampling noise of the dev gain: kept step vs step 0 on the same queries / sentences.
+                stats["dev_gain_ci95"] = {k: paired_bootstrap_ci(per_item[0][k], per_item[best_step][k])
+                                          for k in per_item[0]}
             log.info("keeping the best checkpoint: step %d (%s %.4f)", best_step, cfg.dev.objective, best_score)
         student.save(job.output_dir)
         Path(job.output_dir, "train_stats.json").write_text(json.dumps(stats, indent=2))
