@@ -38,8 +38,9 @@ ASYMMETRIC = ["stages.0.dev={objective: asymmetric, sts_floor: 1.0, queries: 500
 SNLI = ["data.train=snli-sentences", "stages.0.label_backend=torch"]
 BROAD = ["data.train=[snli-sentences, stsb-train-sentences, enwiki-sentences]", "stages.0.label_backend=onnx"]
 MSE = ["stages.0.losses=[{type: mse}]"]
-CROSS = ["stages.0.losses=[{type: mse}, {type: cross_kl, temperature: 0.1}]"]
-BOTH = ["stages.0.losses=[{type: mse}, {type: cross_kl, temperature: 0.1}, {type: kl, temperature: 0.1}]"]
+CROSS = ["stages.0.losses=[{type: mse, weight: 5}, {type: cross_kl, temperature: 0.1}]"]
+BOTH = ["stages.0.losses=[{type: mse, weight: 5}, {type: cross_kl, temperature: 0.1}, "
+        "{type: kl, temperature: 0.1, weight: 0.25}]"]
 ABLATIONS = {
     "A1 MSE, selection on the dev objective (asymmetric, STS-b dev floor 1.0)": (
         "mpnet-to-tiny.yaml", SHORT + ASYMMETRIC + SNLI + MSE),
