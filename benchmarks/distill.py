@@ -49,7 +49,7 @@ ABLATIONS = {
     "A4 + broader data: SNLI, STS-b train, Wikipedia": ("mpnet-to-tiny.yaml", SHORT + ASYMMETRIC + BROAD + BOTH),
     "A4, training seed 1": ("mpnet-to-tiny.yaml", SHORT + ASYMMETRIC + BROAD + BOTH + ["stages.0.seed=1"]),
 }
-# Run order: the recipe's row (A4 is the default recipe's distill stage) and its noise first, then the baseline.
+# Run order: the full candidate (A4) and its noise first, then the baseline and the single changes.
 RUN_ORDER = ["A4 + broader data: SNLI, STS-b train, Wikipedia", "A4, training seed 1",
              "A1 MSE, selection on the dev objective (asymmetric, STS-b dev floor 1.0)", "A3 + in-batch KL (T 0.1)",
              "A2 + cross-space KL (T 0.1)"]
