@@ -187,7 +187,7 @@ def bar(pct: float | None) -> str:
 def _series(label: str, report: dict[str, Any], colour: str) -> dict[str, Any]:
     points = []
     for row in report["rows"]:
-        if row.get("passthrough"):
+        if row.get("passthrough") or row.get("before_training"):  # the untrained student has no latency
             continue
         points.append({"label": row.get("label") or row["stage"], "short": row.get("short") or row["stage"],
                        "x": row.get("latency_ms_p50"), "x90": row.get("latency_ms_p90"),
@@ -232,7 +232,7 @@ def _retention_table(report: dict[str, Any]) -> str:
 def _speed_table(report: dict[str, Any]) -> str:
     rows = []
     for row in report["rows"]:
-        if row.get("passthrough"):
+        if row.get("passthrough") or row.get("before_training"):
             continue
         rows.append([esc(row["stage"]), esc(row.get("model") or ""), fmt(row.get("latency_ms_p50")),
                      fmt(row.get("latency_ms_p90")), fmt(row.get("latency_ms_p99")), fmt(row.get("spread_pct"), 1),

@@ -99,6 +99,7 @@ def build_rows(teacher: dict[str, Any], records: list[StageRecord], task: str = 
     speed = _local_speed(profile)
     entries: list[tuple[str, str, str, dict[str, Any], dict[str, Any], bool]] = [
         ("teacher", None, "teacher", teacher, {"stage_s": None, "model": "PyTorch fp32"}, False)]
+    before_training: set[str] = set()
     for r in records:
         artifact = _artifact_id(r)
         model = _model_kind(r.artifact.kind, r.artifact.path)
@@ -106,6 +107,11 @@ def build_rows(teacher: dict[str, Any], records: list[StageRecord], task: str = 
         if r.type == "profile" and not profile and r.metrics.get("latency_ms_p50") is not None:  # older format
             evaluation.update({k: r.metrics.get(k) for k in ("latency_ms_p50", "latency_ms_p90", "size_mb")})
         passthrough = bool(r.metrics.get("passthrough"))
+        if isinstance(r.metrics.get("before_training"), dict) and r.metrics["before_training"]:
+            # The student as it started (step 0, before any training), so every metric shows what training bought.
+            entries.append((f"{r.type} (step 0)", r.dir.name, f"{artifact}#step0", r.metrics["before_training"],
+                            {"stage_s": None, "model": model}, False))
+            before_training.add(f"{artifact}#step0")
         entries.append((r.type, r.dir.name, artifact, evaluation,
                         {"stage_s": r.timings.get("stage_s"), "model": model}, passthrough))
     rows = []
@@ -114,6 +120,7 @@ def build_rows(teacher: dict[str, Any], records: list[StageRecord], task: str = 
         measured = speed.get(artifact)
         row = {
             "stage": stage, "dir": folder, "artifact": artifact, "passthrough": passthrough,
+            "before_training": artifact in before_training,
             "model": extra["model"], "short": _short(stage, extra["model"]),
             "label": f"{stage} · {extra['model']}",
             **{key: evaluation.get(key) for key in columns},

@@ -69,3 +69,19 @@ def test_relative_drop() -> None:
 
     assert relative_drop(80.0, 79.2) == pytest.approx(0.01)
     assert relative_drop(80.0, 81.0) < 0
+
+
+def test_paired_bootstrap_interval_holds_the_mean_gain() -> None:
+    import numpy as np
+
+    from edgedistill.tasks.embedding.evaluate import ndcg_at_10, ndcg_per_query, paired_bootstrap_ci
+
+    rng = np.random.default_rng(0)
+    before = rng.normal(0.7, 0.1, 400)
+    low, high = paired_bootstrap_ci(before, before + 0.05 + rng.normal(0, 0.02, 400))
+    assert 0.04 < low < 0.05 < high < 0.06
+    low, high = paired_bootstrap_ci(before, before + rng.normal(0, 0.1, 400))
+    assert low < 0 < high  # no gain: the interval straddles zero
+    q, c = rng.normal(size=(5, 8)), rng.normal(size=(12, 8))
+    relevant = [{i} for i in range(5)]
+    assert ndcg_at_10(q, c, relevant) == ndcg_per_query(q, c, relevant).mean()

@@ -30,3 +30,18 @@ def test_in_batch_kl_temperature_schedule() -> None:
     scheduled = InBatchKL(temperature=0.05, temperature_end=1.0)
     assert torch.isclose(scheduled(b, 0.0), InBatchKL(0.05)(b, 0.0))
     assert torch.isclose(scheduled(b, 1.0), InBatchKL(1.0)(b, 1.0))
+
+
+def test_cross_kl_is_zero_when_the_student_matches_the_teacher_and_not_for_a_rotation() -> None:
+    from edgedistill.tasks.embedding.losses import CrossKL
+
+    torch.manual_seed(2)
+    teacher = _normed(torch.randn(8, 16))
+    rotation, _ = torch.linalg.qr(torch.randn(16, 16))
+    loss = CrossKL(temperature=0.05)
+    assert loss(Batch(embeddings=teacher.clone(), targets=teacher), 0.0).item() < 1e-6
+    # Unlike the in-batch KL, a rotated student is wrong here: its queries no longer find the teacher's index.
+    assert loss(Batch(embeddings=teacher @ rotation, targets=teacher), 0.0).item() > 1e-2
+    near = loss(Batch(embeddings=_normed(teacher + 0.05 * torch.randn(8, 16)), targets=teacher), 0.0).item()
+    far = loss(Batch(embeddings=_normed(teacher + 1.0 * torch.randn(8, 16)), targets=teacher), 0.0).item()
+    assert near < far

@@ -11,7 +11,8 @@ from edgedistill.recipe import DistillStage, apply_override, load_recipe, shippe
 from tests.conftest import tiny_recipe, write_recipe
 
 
-@pytest.mark.parametrize("name", ["mpnet-to-tiny.yaml", "mpnet-to-small.yaml", "mpnet-6layer.yaml", "smoke.yaml"])
+@pytest.mark.parametrize("name", ["mpnet-to-tiny.yaml", "mpnet-to-small.yaml", "mpnet-6layer.yaml", "smoke.yaml",
+                                  "mpnet-to-tiny-gpu.yaml"])
 def test_shipped_recipes_validate(name: str) -> None:
     recipe = load_recipe(shipped_recipes_dir() / name)
     assert [s.type for s in recipe.stages] == ["distill", "export", "quantize", "profile"]

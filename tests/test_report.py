@@ -36,7 +36,12 @@ def tiny_run(tiny_world: dict, tmp_path_factory: pytest.TempPathFactory) -> Path
 def test_report_has_every_metric_with_retention_and_side_by_side_speed(tiny_run: Path) -> None:
     report = json.loads((tiny_run / "report.json").read_text())
     rows = {r["stage"]: r for r in report["rows"]}
-    assert list(rows) == ["teacher", "distill", "export", "quantize", "profile"]
+    assert list(rows) == ["teacher", "distill (step 0)", "distill", "export", "quantize", "profile"]
+    # The student before training sits beside the trained one, on every quality metric (item: start vs end).
+    start = json.loads(next(tiny_run.glob("00-distill-*/metrics.json")).read_text())["before_training"]
+    for key in [c["key"] for c in quality_columns()]:
+        assert rows["distill (step 0)"][key] == pytest.approx(start[key])
+    assert "| distill (step 0) | PyTorch fp32 |" in (tiny_run / "report.md").read_text()
     teacher = report["teacher"]
     for stage in ("distill", "export", "quantize"):
         row = rows[stage]
@@ -49,7 +54,8 @@ def test_report_has_every_metric_with_retention_and_side_by_side_speed(tiny_run:
         assert row["cold_start_ms"] > 0 and row["throughput_per_s"] > 0
         assert 0 < row["model_rss_batch1_mb"] <= row["model_rss_mb"] + 1 < row["peak_rss_mb"] + 1
         assert row["other_cores"] >= 0
-    assert [rows[s]["model"] for s in rows] == ["PyTorch fp32", "PyTorch fp32", "ONNX fp32", "ONNX int8", "ONNX int8"]
+    assert [rows[s]["model"] for s in rows] == ["PyTorch fp32", "PyTorch fp32", "PyTorch fp32", "ONNX fp32", "ONNX int8",
+                                                "ONNX int8"]
     assert rows["teacher"]["speedup"] == pytest.approx(1.0)
     assert rows["profile"]["artifact"] == rows["quantize"]["dir"]
     assert report["host"]["cpu"] and report["host"]["onnxruntime"]

@@ -16,8 +16,9 @@ from edgedistill.tasks.embedding.training import TrainJob, train
 from tests.tiny import build_st_model, make_sentences, write_snli
 
 
-def _job(tmp_path: Path, world: dict, *, losses=None, dev=False, **changes) -> TrainJob:
-    """A training job over a 32-d tiny teacher's labels for a 16-d student projected to 32-d."""
+def _job(tmp_path: Path, world: dict, *, losses=None, dev=False, dev_retrieval=False, **changes) -> TrainJob:
+    """A training job over a 32-d tiny teacher's labels for a 16-d student projected to 32-d (``dev``: with STS-b
+    dev pairs; ``dev_retrieval``: with a dev retrieval set; ``changes``: DistillStage fields)."""
     from edgedistill.tasks.embedding.labelling import teacher_labels
 
     hidden_layers = sorted({t for spec in (losses or []) if spec.type == "hidden" for t in spec.layer_map.values()})
@@ -38,11 +39,19 @@ def _job(tmp_path: Path, world: dict, *, losses=None, dev=False, **changes) -> T
         np.save(tmp_path / "triplets.npy", np.arange(30).reshape(10, 3))
         triplets_file = str(tmp_path / "triplets.npy")
     sts = {"first": sentences[:20], "second": sentences[20:40], "scores": list(np.linspace(0, 5, 20))}
+    retrieval = None
+    if dev_retrieval:  # 6 queries, each relevant to one of 12 documents; teacher labels of queries then corpus
+        dev_sentences = make_sentences(18, seed=12)
+        dev_labels, _ = teacher_labels(world["teacher"], dev_sentences, 16, "cpu")
+        np.save(tmp_path / "dev-labels.npy", dev_labels)
+        retrieval = {"queries": dev_sentences[:6], "corpus": dev_sentences[6:], "relevant": [[i] for i in range(6)],
+                     "labels_file": str(tmp_path / "dev-labels.npy")}
     return TrainJob(student_dir=str(tmp_path / "init"), output_dir=str(tmp_path / "out"),
                     checkpoint_dir=str(tmp_path / "ckpt"), sentences_file=str(tmp_path / "s.txt"),
                     labels_file=str(tmp_path / "labels.npy"), config=cfg.model_dump(), seed=0, device="cpu",
                     hidden_file=str(tmp_path / "hidden.npy") if hidden is not None else None,
-                    triplets_file=triplets_file, teacher_dir=str(world["teacher"]), dev_sts=sts if dev else None)
+                    triplets_file=triplets_file, teacher_dir=str(world["teacher"]), dev_sts=sts if dev else None,
+                    dev_retrieval=retrieval)
 
 
 @pytest.mark.parametrize("losses", [
@@ -125,6 +134,40 @@ def test_best_checkpoint_is_kept(tmp_path: Path, tiny_world: dict) -> None:
     assert stats["best_step"] == best["step"] and stats["best_sts_dev"] == pytest.approx(best["sts_dev"])
 
 
+def test_dev_objective_selects_under_the_sts_floor(tmp_path: Path, tiny_world: dict) -> None:
+    from edgedistill.stages.configs import DevConfig
+
+    job = _job(tmp_path, tiny_world, dev=True, dev_retrieval=True, epochs=3, eval_steps=2,
+               projection_learning_rate=1e-2)
+    job.config["dev"] = DevConfig(objective="asymmetric", sts_floor=0.5, queries=6).model_dump()
+    stats = train(job)
+    history = stats["history"]
+    for h in history:
+        assert h["objective"] == pytest.approx(h["dev_cross_ndcg10"] / 100 + h["dev_teacher_cosine"])
+        assert h["qualifies"] == (h["sts_dev"] >= history[0]["sts_dev"] - 0.5)
+    best = max((h for h in history if h["qualifies"]), key=lambda h: h["objective"])
+    assert stats["best_step"] == best["step"] and stats["objective_name"] == "asymmetric"
+    assert stats["best_objective"] == pytest.approx(best["objective"])
+    if stats["best_step"]:
+        for low, high in stats["dev_gain_ci95"].values():
+            assert low <= high
+
+
+def test_projection_learning_rate_is_its_own_group(tiny_world: dict) -> None:
+    from edgedistill.tasks.embedding.losses import build_loss
+    from edgedistill.tasks.embedding.training import StudentForward, parameter_groups
+
+    sentences = make_sentences(32, seed=5)
+    cfg = DistillStage(type="distill", student=StudentConfig(init=str(tiny_world["student"]), projection="random"),
+                       projection_learning_rate=5e-3, learning_rate=1e-4)
+    student, _ = build_student(cfg.student, 32, 32, sentences, np.zeros((32, 32), np.float32), "cpu")
+    module = StudentForward(student, build_loss(cfg.losses, 32, 16, 16))
+    groups = parameter_groups(module, cfg)
+    fast = [g for g in groups if g["lr"] == 5e-3]
+    assert sum(p.numel() for g in fast for p in g["params"]) == 16 * 32 + 32  # the 16 -> 32 Dense only
+    assert sum(p.numel() for g in groups for p in g["params"]) == sum(p.numel() for p in module.parameters())
+
+
 def test_ddp_two_processes_match_single_process(tmp_path: Path) -> None:
     """torchrun with 2 CPU processes (gloo) reproduces the single-process model (same global batches)."""
     world = {"teacher": build_st_model(tmp_path / "t", family="mpnet", hidden=32, layers=1, dropout=0.0),
@@ -165,6 +208,19 @@ def test_trim_vocabulary_keeps_tokenisation(tmp_path: Path) -> None:
     assert np.allclose(reloaded.encode(corpus), before, atol=1e-5)
 
 
+def test_dev_retrieval_set_from_snli_training_pairs(tmp_path: Path) -> None:
+    from edgedistill.catalog import sentence_key
+    from edgedistill.tasks.embedding.distill import build_dev_retrieval
+
+    folder = write_snli(tmp_path / "snli")
+    dev = build_dev_retrieval(str(folder), 5, 12, seed=0, exclude=set())
+    assert len(dev.queries) == 5 and len(dev.corpus) == 12
+    for query, relevant in zip(dev.queries, dev.relevant, strict=True):
+        assert relevant and all(dev.corpus[i] == " ".join(query.split()[:3]) + "." for i in relevant)
+    blocked = build_dev_retrieval(str(folder), 40, 80, seed=0, exclude={sentence_key(dev.queries[0])})
+    assert dev.queries[0] not in blocked.queries
+
+
 def test_triplets_from_snli(tmp_path: Path) -> None:
     from edgedistill.tasks.embedding.distill import load_triplets
 
@@ -173,3 +229,35 @@ def test_triplets_from_snli(tmp_path: Path) -> None:
     assert len(triplets) == 10 and all(len(set(t)) == 3 for t in triplets)
     excluded = load_triplets(str(folder), 100, seed=0, exclude={triplets[0][0]})
     assert triplets[0][0] not in {t[0] for t in excluded}
+
+
+def test_distill_stage_with_a_dev_retrieval_set_keeps_dev_sentences_out_of_training(
+        tmp_path: Path, tiny_world: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    from edgedistill.pipeline import run_recipe
+    from edgedistill.recipe import load_recipe
+    from tests.conftest import tiny_recipe, write_recipe
+
+    monkeypatch.setenv("EDGEDISTILL_CACHE", str(tmp_path / "cache"))
+    snli = write_snli(tmp_path / "snli")
+    rows = [json.loads(line) for line in (snli / "snli_1.0_train_subset.jsonl").read_text().splitlines()]
+    train = tmp_path / "train.txt"  # the training pool holds every SNLI sentence, dev ones included
+    train.write_text("\n".join(dict.fromkeys(s for r in rows for s in (r["sentence1"], r["sentence2"]))) + "\n")
+    recipe = tiny_recipe(tiny_world, data={"train": str(train), "seed": 0})
+    recipe["stages"] = [{**recipe["stages"][0], "train_sentences": 1000, "eval_steps": 1,
+                         "dev": {"objective": "asymmetric", "sts_floor": 100.0, "queries": 6, "corpus": 20,
+                                 "source": str(snli)}}]
+    record = run_recipe(load_recipe(write_recipe(tmp_path / "r.yaml", recipe)), tmp_path / "runs")[0]
+    m = record.metrics
+    assert m["dev_queries"] == 6 and m["dev_corpus"] == 20
+    from edgedistill.catalog import sentence_key
+    from edgedistill.tasks.embedding.distill import build_dev_retrieval
+
+    dev = build_dev_retrieval(str(snli), 6, 20, seed=0, exclude=set())
+    dev_keys = {sentence_key(s) for s in [*dev.queries, *dev.corpus]}
+    kept = [s for s in train.read_text().splitlines() if sentence_key(s) not in dev_keys]
+    assert len(dev_keys) == 26 and m["train_sentences"] == len(kept) < train.read_text().count("\n")
+    assert all("dev_cross_ndcg10" in h and "dev_teacher_cosine" in h for h in m["history"])
+    best = max(m["history"], key=lambda h: h["objective"])
+    assert m["best_step"] == best["step"] and m["objective_name"] == "asymmetric"

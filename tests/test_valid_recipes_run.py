@@ -49,7 +49,7 @@ def recipes(draw: st.DrawFn, world: dict) -> dict:
     distill, export, quantize, profile = recipe["stages"]
     distill["student"]["projection"] = draw(st.sampled_from(["procrustes", "ridge", "random", "pca"]))
     distill["student"]["trim_vocab"] = draw(st.booleans())
-    distill["losses"] = [{"type": t} for t in draw(st.sets(st.sampled_from(["mse", "cosine", "kl"]), min_size=1))]
+    distill["losses"] = [{"type": t} for t in draw(st.sets(st.sampled_from(["mse", "cosine", "kl", "cross_kl"]), min_size=1))]
     distill.update(train_sentences=draw(st.integers(20, 80)), eval_steps=draw(st.sampled_from([0, 1])),
                    select_best=draw(st.booleans()), validation_sentences=draw(st.sampled_from([0, 10])))
     export.update(optimize=draw(st.sampled_from(["never", "always"])), check_sentences=8)

@@ -64,10 +64,10 @@ class StudentConfig(Strict):
 class LossSpec(Strict):
     """One term of the training loss."""
 
-    type: Literal["mse", "cosine", "kl", "margin_mse", "mnrl", "hidden", "attention"]
+    type: Literal["mse", "cosine", "kl", "cross_kl", "margin_mse", "mnrl", "hidden", "attention"]
     weight: float = Field(default=1.0, gt=0)
-    temperature: float = Field(default=0.05, gt=0, description="kl: softmax temperature (at the start).")
-    temperature_end: float | None = Field(default=None, gt=0, description="kl: temperature at the end.")
+    temperature: float = Field(default=0.05, gt=0, description="kl, cross_kl: softmax temperature (at the start).")
+    temperature_end: float | None = Field(default=None, gt=0, description="kl, cross_kl: temperature at the end.")
     scale: float = Field(default=20.0, gt=0, description="mnrl: similarity scale.")
     layer_map: dict[int, int] = Field(default_factory=dict,
                                       description="hidden/attention: student layer -> teacher layer (0-based).")
@@ -80,6 +80,28 @@ class LossSpec(Strict):
 
 
 PAIR_LOSSES = ("margin_mse", "mnrl")
+
+
+class DevConfig(Strict):
+    """The declared dev objective that selects the checkpoint to keep (never the held-out test sets).
+
+    The dev retrieval set is built from SNLI *training* pairs (premise -> entailed hypotheses, corpus of
+    hypotheses); its sentences are removed from the training sentences, so it is neither trained on nor part of
+    any evaluation set.
+    """
+
+    objective: Literal["sts_dev", "cross_ndcg", "teacher_cosine", "asymmetric"] = Field(
+        default="sts_dev", description="What selection maximises: STS-b dev Spearman (sts_dev); nDCG@10 of student "
+        "queries against the teacher-built dev index (cross_ndcg); mean cosine to the teacher on the dev sentences "
+        "(teacher_cosine); or asymmetric = cross_ndcg/100 + teacher_cosine (both matter when an on-device model "
+        "queries a server-built index).")
+    sts_floor: float | None = Field(
+        default=None, ge=0, description="With an objective other than sts_dev: a checkpoint qualifies only when its "
+        "STS-b dev Spearman is at most this many points below the starting checkpoint's (null: no floor).")
+    source: str = Field(default="snli", description="SNLI-format folder or catalog name whose training file "
+                        "(snli_1.0_train_subset.jsonl) gives the dev retrieval set.", json_schema_extra=SOURCE)
+    queries: int = Field(default=0, ge=0, description="Dev queries (premises), e.g. 500; 0: no dev retrieval set.")
+    corpus: int = Field(default=2000, ge=0, description="Dev corpus size (relevant hypotheses plus distractors).")
 
 
 class DistillStage(Strict):
@@ -107,8 +129,13 @@ class DistillStage(Strict):
     weight_decay: float = Field(default=0.01, ge=0)
     max_seq_length: int = Field(default=128, gt=0)
     teacher_batch_size: int = Field(default=64, gt=0)
-    eval_steps: int = Field(default=100, ge=0, description="Evaluate STS-b dev every N steps (0: only at the end).")
-    select_best: bool = Field(default=True, description="Keep the checkpoint with the best STS-b dev score.")
+    eval_steps: int = Field(default=100, ge=0, description="Evaluate on dev every N steps (0: only at the end).")
+    select_best: bool = Field(default=True, description="Keep the checkpoint with the best dev objective "
+                              "(dev.objective; STS-b dev by default).")
+    dev: DevConfig = DevConfig()
+    projection_learning_rate: float | None = Field(
+        default=None, gt=0, description="Learning rate of the projection into the teacher's space (trained jointly "
+        "with the body); null: learning_rate.")
     validation_sentences: int = Field(default=500, ge=0, description="Training sentences held out to track "
                                       "cosine agreement with the teacher during training.")
     checkpoint_steps: int = Field(default=200, ge=0, description="Save a resumable checkpoint every N steps.")
@@ -120,6 +147,8 @@ class DistillStage(Strict):
         "unless a loss needs hidden states, else torch).")
     seed: int | None = Field(default=None, description="Training seed; null uses data.seed.")
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    bf16: bool = Field(default=True, description="On CUDA: bf16 autocast for training and PyTorch teacher labels "
+                       "(bf16 labels have their own cache store); no effect on CPU.")
 
     @model_serializer(mode="wrap")
     def _unset_margin_teacher_not_dumped(self, handler: Any) -> dict[str, Any]:
@@ -131,6 +160,12 @@ class DistillStage(Strict):
 
     @model_validator(mode="after")
     def _pairs_need_triplets(self) -> DistillStage:
+        if self.dev.objective in ("cross_ndcg", "asymmetric") and not self.dev.queries:
+            raise ValueError(f"dev.objective {self.dev.objective} needs a dev retrieval set: set dev.queries "
+                             "(e.g. 500)")
+        if self.dev.objective != "sts_dev" and self.student.projection == "pca":
+            raise ValueError(f"dev.objective {self.dev.objective} compares with the teacher's space, which a pca "
+                             "student does not share: use dev.objective sts_dev or another projection")
         pair = [loss.type for loss in self.losses if loss.type in PAIR_LOSSES]
         if pair and not self.triplets:
             raise ValueError(f"losses {pair} train on triplets: set triplets (e.g. 5000)")

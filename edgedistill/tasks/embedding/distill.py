@@ -12,7 +12,7 @@ import numpy as np
 
 from edgedistill.assets import resolve
 from edgedistill.contract import StageContext, StageResult
-from edgedistill.data import draw_training_sentences, load_sts, sample
+from edgedistill.data import RetrievalSet, draw_training_sentences, load_sts, sample
 from edgedistill.errors import RecipeError
 from edgedistill.stages.configs import DistillStage, StudentConfig
 from edgedistill.tasks.embedding.encoders import TorchEncoder
@@ -184,6 +184,32 @@ def load_triplets(spec: str, n: int, seed: int, exclude: set[str]) -> list[tuple
     return sample(triplets, n, seed)
 
 
+def build_dev_retrieval(spec: str, queries: int, corpus: int, seed: int, exclude: set[str]) -> RetrievalSet:
+    """A dev retrieval set from SNLI *training* pairs: premises as queries, their entailed hypotheses relevant,
+    other hypotheses as distractors. Sentences in ``exclude`` (evaluation sets, by catalog.sentence_key) are left
+    out; the caller removes the dev sentences from training."""
+    from edgedistill.catalog import SNLI_TRAIN, clean_sentence, read_snli, sentence_key
+
+    entailed: dict[str, list[str]] = {}
+    hypotheses: dict[str, str] = {}
+    for row in read_snli(resolve(spec) / SNLI_TRAIN):
+        premise, hypothesis = clean_sentence(row["sentence1"]), clean_sentence(row["sentence2"])
+        if not premise or not hypothesis or {sentence_key(premise), sentence_key(hypothesis)} & exclude:
+            continue
+        hypotheses.setdefault(sentence_key(hypothesis), hypothesis)
+        if row.get("gold_label") == "entailment":
+            docs = entailed.setdefault(premise, [])
+            if hypothesis not in docs:
+                docs.append(hypothesis)
+    chosen = sample(sorted(entailed), queries, seed)
+    needed = list(dict.fromkeys(h for q in chosen for h in entailed[q]))
+    needed_keys = {sentence_key(h) for h in needed} | {sentence_key(q) for q in chosen}
+    others = [h for k, h in sorted(hypotheses.items()) if k not in needed_keys]
+    docs = needed + sample(others, max(0, corpus - len(needed)), seed + 1)
+    index = {d: i for i, d in enumerate(docs)}
+    return RetrievalSet(queries=chosen, corpus=docs, relevant=[{index[h] for h in entailed[q]} for q in chosen])
+
+
 def pca_reduce(labels: np.ndarray, dim: int) -> np.ndarray:
     """Project teacher embeddings onto their top principal components (then re-normalise)."""
     centered = labels - labels.mean(axis=0)
@@ -244,6 +270,21 @@ def run(cfg: DistillStage, ctx: StageContext) -> StageResult:
     if len(sentences) < cfg.train_sentences:
         log.warning("data.train has only %d sentences (train_sentences asks %d)", len(sentences),
                     cfg.train_sentences)
+    dev_set = None
+    if cfg.dev.queries:
+        from edgedistill.catalog import sentence_key
+
+        data = ctx.evaluator.data
+        evaluation = set(data.heldout) | (set(data.sts.first) | set(data.sts.second) if data.sts else set())
+        if data.retrieval is not None:
+            evaluation |= set(data.retrieval.queries) | set(data.retrieval.corpus)
+        dev_set = build_dev_retrieval(cfg.dev.source, cfg.dev.queries, cfg.dev.corpus, seed,
+                                      {sentence_key(s) for s in evaluation})
+        dev_keys = {sentence_key(s) for s in [*dev_set.queries, *dev_set.corpus]}
+        kept = [s for s in sentences if sentence_key(s) not in dev_keys]
+        log.info("dev retrieval set: %d queries, %d documents from SNLI training pairs; %d training sentences "
+                 "removed as dev sentences", len(dev_set.queries), len(dev_set.corpus), len(sentences) - len(kept))
+        sentences = kept
     triplet_rows = None
     if cfg.triplets:
         heldout = set(ctx.evaluator.data.heldout)
@@ -258,10 +299,14 @@ def run(cfg: DistillStage, ctx: StageContext) -> StageResult:
 
     hidden_layers = sorted({t for loss in cfg.losses if loss.type == "hidden" for t in loss.layer_map.values()})
     t0 = time.perf_counter()
-    labels, hidden = teacher_labels(ctx.teacher, sentences, cfg.teacher_batch_size, ctx.device,
+    dev_sentences = [*dev_set.queries, *dev_set.corpus] if dev_set else []
+    labels, hidden = teacher_labels(ctx.teacher, sentences + dev_sentences, cfg.teacher_batch_size, ctx.device,
                                     hidden_layers=hidden_layers, processes=cfg.label_processes,
-                                    backend=cfg.label_backend)
+                                    backend=cfg.label_backend, bf16=cfg.bf16)
     label_s = time.perf_counter() - t0
+    dev_labels = labels[len(sentences):]
+    labels = labels[:len(sentences)]
+    hidden = hidden[:len(sentences)] if hidden is not None else None
     teacher_dim = labels.shape[1]
     margins = None
     if cfg.margin_teacher and triplet_rows is not None:
@@ -286,6 +331,11 @@ def run(cfg: DistillStage, ctx: StageContext) -> StageResult:
     np.save(work / "labels.npy", labels)
     if hidden is not None:
         np.save(work / "hidden.npy", hidden)
+    dev_retrieval = None
+    if dev_set is not None:
+        np.save(work / "dev-labels.npy", dev_labels)
+        dev_retrieval = {"queries": dev_set.queries, "corpus": dev_set.corpus,
+                         "relevant": [sorted(r) for r in dev_set.relevant], "labels_file": str(work / "dev-labels.npy")}
     if triplet_rows is not None:
         np.save(work / "triplets.npy", triplet_rows)
     if margins is not None:
@@ -303,15 +353,18 @@ def run(cfg: DistillStage, ctx: StageContext) -> StageResult:
         margins_file=str(work / "margins.npy") if margins is not None else None,
         teacher_dir=str(ctx.teacher),
         dev_sts={"first": dev.first, "second": dev.second, "scores": dev.scores} if dev else None,
+        dev_retrieval=dev_retrieval,
     )
     stats = _train(job, cfg.processes, work)
-    for name in ("init", "sentences.txt", "labels.npy", "hidden.npy", "triplets.npy", "margins.npy", "train-job.json"):
+    for name in ("init", "sentences.txt", "labels.npy", "hidden.npy", "triplets.npy", "margins.npy", "dev-labels.npy",
+                 "train-job.json"):
         target = work / name
         shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
     shutil.rmtree(checkpoints, ignore_errors=True)
     (ctx.artifact_dir / "train_stats.json").unlink(missing_ok=True)
     return StageResult(metrics={
         **info, **stats, "train_sentences": len(sentences), "triplets": int(cfg.triplets),
+        "dev_queries": len(dev_set.queries) if dev_set else 0, "dev_corpus": len(dev_set.corpus) if dev_set else 0,
         "label_s": round(label_s, 1), "label_backend": label_backend(cfg.label_backend, ctx.device, hidden_layers),
         "before_training": before, "device": ctx.device,
     })

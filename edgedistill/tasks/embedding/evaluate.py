@@ -57,17 +57,30 @@ def sts_spearman(encoder: Encoder, sts: StsPairs, batch_size: int) -> float:
     return float(spearmanr(cosine, sts.scores).statistic * 100)
 
 
-def ndcg_at_10(query_emb: np.ndarray, corpus_emb: np.ndarray, relevant: list[set[int]]) -> float:
-    """Mean nDCG@10 (x100) with binary relevance, ranking the corpus by cosine similarity."""
+def ndcg_per_query(query_emb: np.ndarray, corpus_emb: np.ndarray, relevant: list[set[int]]) -> np.ndarray:
+    """nDCG@10 (x100) of each query with binary relevance, ranking the corpus by cosine similarity."""
     scores = query_emb @ corpus_emb.T
     top = np.argsort(-scores, axis=1)[:, :10]
     discounts = 1.0 / np.log2(np.arange(2, 12))
-    total = 0.0
-    for ranked, rel in zip(top, relevant, strict=True):
+    out = np.zeros(len(relevant))
+    for q, (ranked, rel) in enumerate(zip(top, relevant, strict=True)):
         dcg = sum(discounts[i] for i, doc in enumerate(ranked) if doc in rel)
         ideal = discounts[: min(len(rel), 10)].sum()
-        total += dcg / ideal if ideal else 0.0
-    return float(100 * total / len(relevant))
+        out[q] = 100 * dcg / ideal if ideal else 0.0
+    return out
+
+
+def ndcg_at_10(query_emb: np.ndarray, corpus_emb: np.ndarray, relevant: list[set[int]]) -> float:
+    """Mean nDCG@10 (x100) with binary relevance, ranking the corpus by cosine similarity."""
+    return float(ndcg_per_query(query_emb, corpus_emb, relevant).mean())
+
+
+def paired_bootstrap_ci(before: np.ndarray, after: np.ndarray, rounds: int = 2000, seed: int = 0) -> list[float]:
+    """95% interval of mean(after - before) over items resampled with replacement (paired bootstrap)."""
+    diff = np.asarray(after, dtype=np.float64) - np.asarray(before, dtype=np.float64)
+    idx = np.random.default_rng(seed).integers(0, len(diff), size=(rounds, len(diff)))
+    means = diff[idx].mean(axis=1)
+    return [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))]
 
 
 def batch1_latency_ms(encoder: Encoder, sentences: list[str], warmup: int = 5) -> dict[str, float]:

@@ -26,8 +26,17 @@ log = logging.getLogger(__name__)
 
 
 def encode(teacher: Path, sentences: list[str], batch_size: int, device: str,
-           hidden_layers: list[int]) -> tuple[np.ndarray, np.ndarray | None]:
-    """Normalised teacher embeddings, plus mean-pooled hidden states [N, len(layers), H] when asked."""
+           hidden_layers: list[int], bf16: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+    """Normalised teacher embeddings, plus mean-pooled hidden states [N, len(layers), H] when asked (``bf16``:
+    under bf16 autocast, on CUDA only)."""
+    import torch
+
+    with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=bf16 and device.startswith("cuda")):
+        return _encode(teacher, sentences, batch_size, device, hidden_layers)
+
+
+def _encode(teacher: Path, sentences: list[str], batch_size: int, device: str,
+            hidden_layers: list[int]) -> tuple[np.ndarray, np.ndarray | None]:
     import torch
 
     from edgedistill.trust import load_sentence_transformer
@@ -91,7 +100,8 @@ def label_backend(backend: str, device: str, hidden_layers: list[int] | tuple[in
 
 def teacher_labels(teacher: Path, sentences: list[str], batch_size: int, device: str,
                    hidden_layers: list[int] | tuple[int, ...] = (),
-                   processes: int = 1, backend: str = "torch") -> tuple[np.ndarray, np.ndarray | None]:
+                   processes: int = 1, backend: str = "torch",
+                   bf16: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
     """Teacher embeddings (and hidden states) of ``sentences``, from the per-sentence label cache.
 
     Only sentences the cache lacks are encoded, so labelling 100k sentences after 20k of them costs the new
@@ -102,9 +112,11 @@ def teacher_labels(teacher: Path, sentences: list[str], batch_size: int, device:
 
     hidden_layers = sorted(hidden_layers)
     backend = label_backend(backend, device, hidden_layers)
+    bf16 = bf16 and backend == "torch" and device.startswith("cuda")
+    store = backend + ("-bf16" if bf16 else "")  # bf16 labels differ slightly (cosine >= 0.9999): their own store
     root = cache_dir() / "labels" / teacher_fingerprint(teacher)
-    emb_store = LabelStore(root / f"emb-{backend}")
-    hidden_stores = {layer: LabelStore(root / f"hidden-L{layer}-torch", dtype="float16") for layer in hidden_layers}
+    emb_store = LabelStore(root / f"emb-{store}")
+    hidden_stores = {layer: LabelStore(root / f"hidden-L{layer}-{store}", dtype="float16") for layer in hidden_layers}
     found, missing = emb_store.get(sentences)
     hidden_found: dict[int, dict[bytes, np.ndarray]] = {}
     for layer, store in hidden_stores.items():
@@ -115,7 +127,8 @@ def teacher_labels(teacher: Path, sentences: list[str], batch_size: int, device:
              device, processes)
     if missing:
         t0 = time.perf_counter()
-        new_emb, new_hidden = encode_with(backend, teacher, missing, batch_size, device, hidden_layers, processes)
+        new_emb, new_hidden = encode_with(backend, teacher, missing, batch_size, device, hidden_layers, processes,
+                                          bf16)
         log.info("teacher labels: %.1f sentences/s (%s)", len(missing) / (time.perf_counter() - t0), backend)
         emb_store.put(missing, new_emb)
         found.update(zip(_keys(missing), new_emb, strict=True))
@@ -139,14 +152,15 @@ def _keys(sentences: list[str]) -> list[bytes]:
 
 
 def encode_with(backend: str, teacher: Path, sentences: list[str], batch_size: int, device: str,
-                hidden_layers: list[int], processes: int) -> tuple[np.ndarray, np.ndarray | None]:
-    """Encode with a resolved backend (``torch`` or ``onnx``), in one process or several."""
+                hidden_layers: list[int], processes: int, bf16: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+    """Encode with a resolved backend (``torch`` or ``onnx``), in one process or several (``bf16``: CUDA
+    autocast, single process)."""
     if backend == "onnx":
         from edgedistill.tasks.embedding.onnx_teacher import encode_onnx
 
         return encode_onnx(teacher, sentences, batch_size, processes), None
     if processes == 1:
-        return encode(teacher, sentences, batch_size, device, hidden_layers)
+        return encode(teacher, sentences, batch_size, device, hidden_layers, bf16)
     return _encode_parallel(teacher, sentences, batch_size, device, hidden_layers, processes)
 
 

@@ -72,6 +72,29 @@ class InBatchKL(torch.nn.Module):
         return F.kl_div(student, teacher, reduction="batchmean") * t * t
 
 
+class CrossKL(torch.nn.Module):
+    """Asymmetric (cross-space) relational loss: each student embedding ranks the batch's *teacher* embeddings
+    as the teacher's own embedding does: KL(softmax(t_i . t_j / T) || softmax(s_i . t_j / T)) over j.
+
+    This is the situation of on-device queries against a teacher-built index; the target's diagonal
+    (t_i . t_i = 1) makes the student's own teacher embedding the expected top hit, with soft weight left for
+    near neighbours. The temperature moves linearly from ``temperature`` to ``temperature_end``.
+    """
+
+    needs: tuple[str, ...] = ()
+
+    def __init__(self, temperature: float, temperature_end: float | None = None) -> None:
+        super().__init__()
+        self.start, self.end = temperature, temperature_end if temperature_end is not None else temperature
+
+    def forward(self, b: Batch, progress: float) -> torch.Tensor:
+        t = self.start + (self.end - self.start) * progress
+        targets = b.targets.to(b.embeddings.dtype)
+        student = F.log_softmax(b.embeddings @ targets.T / t, dim=-1)
+        teacher = F.softmax(targets @ targets.T / t, dim=-1)
+        return F.kl_div(student, teacher, reduction="batchmean") * t * t
+
+
 class MarginMSE(torch.nn.Module):
     """MSE between student and teacher margins sim(anchor, positive) - sim(anchor, negative); the teacher's margin
     is a cross-encoder's score(anchor, positive) - score(anchor, negative) when the stage names a margin_teacher."""
@@ -173,6 +196,8 @@ def build_loss(specs: list[Any], student_dim: int, student_hidden_dim: int, teac
             module = Cosine()
         elif spec.type == "kl":
             module = InBatchKL(spec.temperature, spec.temperature_end)
+        elif spec.type == "cross_kl":
+            module = CrossKL(spec.temperature, spec.temperature_end)
         elif spec.type == "margin_mse":
             module = MarginMSE()
         elif spec.type == "mnrl":

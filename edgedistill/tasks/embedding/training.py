@@ -45,6 +45,8 @@ class TrainJob:
     margins_file: str | None = None  # [T] a cross-encoder's margins for margin_mse (.npy)
     teacher_dir: str | None = None  # for attention distillation (online teacher)
     dev_sts: dict[str, list] | None = None  # {"first", "second", "scores"} for evaluation during training
+    # {"queries", "corpus", "relevant" (corpus indices per query), "labels_file" (teacher [Q + C, D] .npy)}
+    dev_retrieval: dict[str, Any] | None = None
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self), indent=2))
@@ -139,10 +141,62 @@ def validation_cosine(student: torch.nn.Module, sentences: list[str], targets: t
     return float((emb.cpu() * targets).sum(-1).mean())
 
 
+def dev_retrieval_metrics(student: torch.nn.Module, dev: dict[str, Any], teacher: np.ndarray,
+                          per_item: dict[str, np.ndarray] | None = None) -> dict[str, float]:
+    """On the dev retrieval set: nDCG@10 of student queries against the teacher-built index (cross), against the
+    student's own index, and the mean cosine to the teacher over every dev sentence (``per_item`` receives the
+    per-query cross nDCG and per-sentence cosines, for bootstrap intervals)."""
+    from edgedistill.tasks.embedding.evaluate import ndcg_at_10, ndcg_per_query
+
+    was_training = student.training
+    student.eval()
+    with torch.no_grad():
+        emb = student.encode([*dev["queries"], *dev["corpus"]], batch_size=64, convert_to_numpy=True,
+                             normalize_embeddings=True)
+    student.train(was_training)
+    n, relevant = len(dev["queries"]), [set(r) for r in dev["relevant"]]
+    out = {"dev_ndcg10": ndcg_at_10(emb[:n], emb[n:], relevant)}
+    if emb.shape[1] == teacher.shape[1]:  # not with projection: pca (the student is not in the teacher's space)
+        cosines, cross = (emb * teacher).sum(-1), ndcg_per_query(emb[:n], teacher[n:], relevant)
+        out["dev_teacher_cosine"], out["dev_cross_ndcg10"] = float(cosines.mean()), float(cross.mean())
+        if per_item is not None:
+            per_item.update(dev_teacher_cosine=cosines, dev_cross_ndcg10=cross)
+    return out
+
+
+def objective(entry: dict[str, float], name: str) -> float | None:
+    """The declared dev objective of one evaluation (higher is better); None when it was not measured."""
+    if name == "sts_dev":
+        return entry.get("sts_dev")
+    if name == "cross_ndcg":
+        return entry.get("dev_cross_ndcg10")
+    if name == "teacher_cosine":
+        return entry.get("dev_teacher_cosine")
+    if "dev_cross_ndcg10" not in entry or "dev_teacher_cosine" not in entry:
+        return None
+    return entry["dev_cross_ndcg10"] / 100 + entry["dev_teacher_cosine"]
+
+
 def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     torch.save(state, tmp)
     os.replace(tmp, path)
+
+
+def parameter_groups(module: StudentForward, cfg: Any) -> list[dict[str, Any]]:
+    """AdamW groups: weight decay on matrices only; the projection into the teacher's space (the student's last
+    Dense module) at its own learning rate when ``projection_learning_rate`` is set."""
+    from sentence_transformers.sentence_transformer.modules import Dense
+
+    dense = [m for m in module.student if isinstance(m, Dense)]
+    projection = {id(p) for p in dense[-1].parameters()} if dense and cfg.projection_learning_rate else set()
+    groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
+    for p in module.parameters():
+        if p.requires_grad:
+            groups.setdefault((id(p) in projection, p.ndim > 1), []).append(p)
+    return [{"params": params, "weight_decay": cfg.weight_decay if matrix else 0.0,
+             "lr": cfg.projection_learning_rate if proj else cfg.learning_rate}
+            for (proj, matrix), params in sorted(groups.items())]
 
 
 def train(job: TrainJob) -> dict[str, Any]:
@@ -192,13 +246,10 @@ def train(job: TrainJob) -> dict[str, Any]:
     micro = cfg.batch_size // (world * cfg.gradient_accumulation)
     steps_per_epoch = math.ceil(len(train_idx) / cfg.batch_size)
     total_steps = max(1, math.ceil(steps_per_epoch * cfg.epochs))
-    decay = [p for n, p in module.named_parameters() if p.requires_grad and p.ndim > 1]
-    no_decay = [p for n, p in module.named_parameters() if p.requires_grad and p.ndim <= 1]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=cfg.learning_rate)
+    optimizer = torch.optim.AdamW(parameter_groups(module, cfg), lr=cfg.learning_rate)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
-    use_amp = device.startswith("cuda")
-    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
+    use_amp = device.startswith("cuda") and cfg.bf16
+    amp_dtype = torch.bfloat16
 
     ckpt_dir = Path(job.checkpoint_dir)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
@@ -219,19 +270,32 @@ def train(job: TrainJob) -> dict[str, Any]:
             torch.set_rng_state(state["rng"])
         log.info("resuming training from step %d/%d (%s)", step, total_steps, ckpt_path)
 
+    dev_teacher = np.load(job.dev_retrieval["labels_file"]) if job.dev_retrieval else None
+    per_item: dict[int, dict[str, np.ndarray]] = {}  # step -> per-query / per-sentence dev values (this process)
+
     def evaluate(at_step: int) -> None:
         nonlocal best_score, best_step, best_state
-        if rank != 0 or job.dev_sts is None:
+        if rank != 0 or (job.dev_sts is None and job.dev_retrieval is None):
             return
-        score = sts_dev_spearman(student, job.dev_sts)
-        entry = {"step": at_step, "sts_dev": score, **{k: v for k, v in loss.last.items()}}
+        entry: dict[str, Any] = {"step": at_step, **{k: v for k, v in loss.last.items()}}
+        if job.dev_sts is not None:
+            entry["sts_dev"] = sts_dev_spearman(student, job.dev_sts)
+        if job.dev_retrieval is not None:
+            per_item[at_step] = {}
+            entry.update(dev_retrieval_metrics(student, job.dev_retrieval, dev_teacher, per_item[at_step]))
         if len(val_idx):
             entry["val_teacher_cosine"] = validation_cosine(student, [sentences[i] for i in val_idx], labels[val_idx])
+        score = objective(entry, cfg.dev.objective)
+        floor = cfg.dev.sts_floor
+        start_sts = history[0].get("sts_dev") if history else entry.get("sts_dev")
+        qualifies = (score is not None and (floor is None or cfg.dev.objective == "sts_dev" or start_sts is None
+                                            or entry.get("sts_dev", math.inf) >= start_sts - floor))
+        entry["objective"], entry["qualifies"] = score, qualifies
         history.append(entry)
-        log.info("step %d/%d: STS-b dev %.2f, held-out cosine to teacher %s, loss terms %s", at_step, total_steps,
-                 score, f"{entry['val_teacher_cosine']:.4f}" if len(val_idx) else "-",
-                 {k: round(v, 5) for k, v in loss.last.items()})
-        if score > best_score:
+        log.info("step %d/%d: %s", at_step, total_steps,
+                 ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in entry.items()
+                           if k != "step"))
+        if qualifies and score > best_score:
             best_score, best_step = score, at_step
             if cfg.select_best:
                 best_state = {k: v.detach().cpu().clone() for k, v in student.state_dict().items()}
@@ -288,10 +352,18 @@ def train(job: TrainJob) -> dict[str, Any]:
     stats: dict[str, Any] = {"train_s": round(time.perf_counter() - t0, 1), "train_steps": step,
                              "processes": world, "final_loss_terms": dict(loss.last), "history": history}
     if rank == 0:
-        if cfg.select_best and best_state is not None and job.dev_sts is not None:
+        if cfg.select_best and best_state is not None:
             student.load_state_dict(best_state)
-            stats.update(best_step=best_step, best_sts_dev=best_score)
-            log.info("keeping the best checkpoint: step %d (STS-b dev %.2f)", best_step, best_score)
+            kept = next(h for h in history if h["step"] == best_step)
+            stats.update(best_step=best_step, best_objective=best_score, objective_name=cfg.dev.objective,
+                         best_sts_dev=kept.get("sts_dev"))
+            if per_item.get(0) and per_item.get(best_step):
+                from edgedistill.tasks.embedding.evaluate import paired_bootstrap_ci
+
+                # Sampling noise of the dev gain: kept step vs step 0 on the same queries / sentences.
+                stats["dev_gain_ci95"] = {k: paired_bootstrap_ci(per_item[0][k], per_item[best_step][k])
+                                          for k in per_item[0]}
+            log.info("keeping the best checkpoint: step %d (%s %.4f)", best_step, cfg.dev.objective, best_score)
         student.save(job.output_dir)
         Path(job.output_dir, "train_stats.json").write_text(json.dumps(stats, indent=2))
     if world > 1:
