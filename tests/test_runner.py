@@ -39,7 +39,8 @@ def test_full_chain_writes_stage_folders_and_report(tmp_path: Path, tiny_world: 
     assert records[0].evaluation["dimension"] == 32
     assert 0 < records[0].evaluation["teacher_cosine_mean"] <= 1.0001
     report = json.loads((run_dir / "report.json").read_text())
-    assert [row["stage"] for row in report["rows"]] == ["teacher", "distill", "export", "quantize", "profile"]
+    assert [row["stage"] for row in report["rows"]] == ["teacher", "distill (step 0)", "distill", "export", "quantize",
+                                                        "profile"]
     assert report["rows"][0]["retention_pct"] == pytest.approx(100.0)
     assert "| quantize |" in (run_dir / "report.md").read_text()
     assert not list(run_dir.glob(".tmp-*"))
