@@ -190,8 +190,9 @@ def _speed_note(profile: dict[str, Any] | None, rows: list[dict[str, Any]], task
                     "threads, cold start and memory.")
         return ""
     s, n = profile.get("settings") or {}, profile.get("sentences") or {}
-    return (f"Batch-1 latency: text in to normalised embedding out (tokenisation included), one sentence at a time "
-            f"over {n.get('count')} held-out sentences ({n.get('words_min')}–{n.get('words_max')} words, median "
+    output = {"embedding": "normalised embedding", "classifier": "class logits"}.get(task, "model output")
+    return (f"Batch-1 latency: text in to {output} out (tokenisation included), one input at a time "
+            f"over {n.get('count')} held-out inputs ({n.get('words_min')}–{n.get('words_max')} words, median "
             f"{n.get('words_p50')}), up to {s.get('repeats')} rounds, each in a fresh process after "
             f"{s.get('warmup')} warm-up calls; spread = range of the per-round medians as % of their median; "
             "rounds = round processes kept / run (a round during which other processes kept more than a quarter "
