@@ -62,8 +62,12 @@ class InBatchKL(torch.nn.Module):
         super().__init__()
         self.start, self.end = temperature, temperature_end if temperature_end is not None else temperature
 
+    def temperature(self, progress: float) -> float:
+        """The temperature at ``progress`` (0 = start of training, 1 = end)."""
+        return self.start + (self.end - self.start) * progress
+
     def forward(self, b: Batch, progress: float) -> torch.Tensor:
-        t = self.start + (self.end - self.start) * progress
+        t = self.temperature(progress)
         # Each sentence's similarity to itself is left out: on normalised embeddings it is always 1 and, at low
         # temperatures, it would take nearly all of the probability mass and leave nothing to learn.
         self_pairs = torch.eye(len(b.embeddings), dtype=torch.bool, device=b.embeddings.device)
@@ -72,7 +76,7 @@ class InBatchKL(torch.nn.Module):
         return F.kl_div(student, teacher, reduction="batchmean") * t * t
 
 
-class CrossKL(torch.nn.Module):
+class CrossKL(InBatchKL):
     """Asymmetric (cross-space) relational loss: each student embedding ranks the batch's *teacher* embeddings
     as the teacher's own embedding does: KL(softmax(t_i . t_j / T) || softmax(s_i . t_j / T)) over j.
 
@@ -81,14 +85,8 @@ class CrossKL(torch.nn.Module):
     near neighbours. The temperature moves linearly from ``temperature`` to ``temperature_end``.
     """
 
-    needs: tuple[str, ...] = ()
-
-    def __init__(self, temperature: float, temperature_end: float | None = None) -> None:
-        super().__init__()
-        self.start, self.end = temperature, temperature_end if temperature_end is not None else temperature
-
     def forward(self, b: Batch, progress: float) -> torch.Tensor:
-        t = self.start + (self.end - self.start) * progress
+        t = self.temperature(progress)
         targets = b.targets.to(b.embeddings.dtype)
         student = F.log_softmax(b.embeddings @ targets.T / t, dim=-1)
         teacher = F.softmax(targets @ targets.T / t, dim=-1)
