@@ -13,7 +13,9 @@ Part 2 (ablation, default on the spam-classifier recipe; --ablation-recipe snli-
 the same fine-tuned teacher (its finetune stage is copied from that recipe's run, so it is reused), trained with
 1. ce: hard labels only (no teacher), 2. kl+ce (alpha 0.5, T 4 -> 2), 3. kl+ce + TinyBERT losses (hidden states
 of every student layer against uniformly mapped teacher layers through a learned projection, attention maps,
-embedding layer), 4. kl+ce + teacher soft labels on unlabelled in-domain inputs (the recipe's count). Each student is scored (PyTorch fp32) on the test split.
+embedding layer), 4. kl+ce + teacher soft labels on unlabelled in-domain inputs (the recipe's count). Every
+variant keeps its best checkpoint by dev accuracy (the no-teacher baseline has no teacher to agree with). Each
+student is scored (PyTorch fp32) on the test split.
 
 Writes benchmarks/results/classifier.md and classifier.json.
 """
@@ -153,7 +155,8 @@ def ablation_part(recipe: str, runs: Path, source_runs: Path) -> dict[str, Any]:
     rows: dict[str, dict[str, Any]] = {}
     for label, change in variants(layers(distill["student"]["init"]), layers(base["teacher"]), unlabelled).items():
         log.info("ablation: %s", label)
-        variant = {**base, "stages": [base["stages"][0], {**base["stages"][1], **change}]}
+        # every variant keeps its best checkpoint by dev accuracy, the only rule the no-teacher baseline can use
+        variant = {**base, "stages": [base["stages"][0], {**base["stages"][1], **change, "select_on": "accuracy"}]}
         path = runs / f"{base['name']}-ablation.yaml"
         path.write_text(yaml.safe_dump(variant, sort_keys=False))
         t0 = time.perf_counter()

@@ -134,6 +134,20 @@ def test_hidden_attention_embedding_losses_project_and_average_heads() -> None:
     assert float(same(torch.zeros(1, 3), torch.zeros(1, 3), torch.tensor([-1]), 0.0, batch)) == pytest.approx(0.0)
 
 
+def test_checkpoint_selection_prefers_agreement_and_breaks_ties_on_accuracy() -> None:
+    import numpy as np
+
+    from edgedistill.tasks.classifier.train import agreement_score
+
+    teacher, labels = np.array([0, 0, 1, 1]), np.array([0, 1, 1, 1])
+    follows_teacher = agreement_score(np.array([0, 0, 1, 1]), teacher, labels)   # agreement 1.0, accuracy 0.75
+    follows_labels = agreement_score(np.array([0, 1, 1, 1]), teacher, labels)    # agreement 0.75, accuracy 1.0
+    assert follows_teacher > follows_labels
+    tie_better = agreement_score(np.array([0, 1, 1, 0]), teacher, labels)         # agreement 0.5, accuracy 0.75
+    tie_worse = agreement_score(np.array([1, 0, 1, 0]), teacher, labels)          # agreement 0.5, accuracy 0.25
+    assert tie_worse < tie_better < 0.5 + 1 / len(labels)
+
+
 def test_tokens_of_an_mpnet_teacher_and_a_bert_student_align(world: dict[str, Path]) -> None:
     from transformers import AutoTokenizer
 
@@ -177,7 +191,7 @@ def test_pair_chain_end_to_end(pair_run: dict[str, Any]) -> None:
     student = records[1].evaluation
     assert {"accuracy", "macro_f1", "agreement", "kl_to_teacher", "ece", "latency_ms_p50"} <= set(student)
     assert 0 <= student["agreement"] <= 100 and student["kl_to_teacher"] >= 0  # a tiny student learns little
-    assert records[1].metrics["unlabelled_examples"] == 20
+    assert records[1].metrics["unlabelled_examples"] == 20 and records[1].metrics["select_on"] == "agreement"
     assert set(records[1].metrics["final_loss_terms"]) == {"kl", "ce", "hidden", "attention", "embedding"}
     export = records[2]
     assert export.metrics["validation"]["max_abs_diff"] < 1e-4

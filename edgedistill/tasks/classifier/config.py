@@ -120,6 +120,10 @@ class ClassifierDistillStage(TrainingFields):
                                 "1 - alpha (both losses must be listed; their own weights are then ignored).")
     unlabelled_examples: int = Field(default=0, ge=0, description="In-domain inputs without labels scored by "
                                      "the teacher (soft labels only) added to training.")
+    select_on: Literal["agreement", "accuracy"] = Field(
+        default="agreement", description="Dev score that picks the kept checkpoint (select_best): 'agreement', "
+        "the share of dev inputs where the student's argmax equals the teacher's (what distillation promises; ties "
+        "go to the higher dev accuracy), or 'accuracy' on the hard labels.")
     learning_rate: float = Field(default=1e-4, gt=0)
     teacher_batch_size: int = Field(default=64, gt=0)
 

@@ -47,6 +47,14 @@ def dev_accuracy(model: Any, dev: Examples, batch_size: int = 64) -> float:
     return float((model.logits(dev.inputs, batch_size=batch_size).argmax(1) == np.array(dev.labels)).mean())
 
 
+def agreement_score(predicted: np.ndarray, teacher: np.ndarray, labels: np.ndarray) -> float:
+    """Share of inputs where the student's argmax is the teacher's; accuracy on the labels, worth less than one
+    input's agreement (a tenth of it), only breaks ties."""
+    agreement = float((predicted == teacher).mean())
+    accuracy = float((predicted == labels).mean())
+    return agreement + accuracy / (10 * len(labels))
+
+
 def text_inputs(examples: Examples) -> str:
     return TEXT_PAIR if examples.inputs and not isinstance(examples.inputs[0], str) else TEXT
 
@@ -141,8 +149,20 @@ def distill(cfg: Any, ctx: StageContext) -> StageResult:
             layers = LayerBatch(out.hidden_states, t_out.hidden_states, out.attentions, t_out.attentions, alignment)
         return loss(out.logits, soft[idx].to(out.logits.device), labels[idx].to(out.logits.device), progress, layers)
 
+    dev_teacher = None
+    if cfg.select_on == "agreement" and len(splits.dev):
+        dev_teacher = teacher_logits(Path(ctx.teacher), splits.dev.inputs, batch_size=cfg.teacher_batch_size,
+                                     device=ctx.device, max_seq_length=cfg.max_seq_length,
+                                     num_labels=len(names)).argmax(1)
+
+    def dev_score() -> float:
+        if dev_teacher is None:
+            return dev_accuracy(student, splits.dev)
+        return agreement_score(student.logits(splits.dev.inputs, batch_size=64).argmax(1), dev_teacher,
+                               np.array(splits.dev.labels))
+
     result = train(module, len(inputs), step_loss, _settings(cfg, ctx, len(inputs)), select=student.model,
-                   evaluate=(lambda: dev_accuracy(student, splits.dev)) if cfg.select_best and len(splits.dev) else None,
+                   evaluate=dev_score if cfg.select_best and len(splits.dev) else None,
                    checkpoint_dir=_checkpoints(ctx), what="distilling the student",
                    loss_terms=lambda: dict(loss.last))
     student.save(ctx.artifact_dir, text_inputs=text_inputs(splits.train), extra={"labels": names})
@@ -150,6 +170,7 @@ def distill(cfg: Any, ctx: StageContext) -> StageResult:
     return StageResult(metrics={
         **result.stats(), "train_examples": len(splits.train), "unlabelled_examples": len(splits.unlabelled),
         "dev_examples": len(splits.dev), "label_s": round(label_s, 1), "dev_accuracy_before": before,
+        "select_on": cfg.select_on,
         "losses": {x.type: cfg.weight(x) for x in cfg.losses}, "final_loss_terms": dict(loss.last),
         "student_layers": int(student.model.config.num_hidden_layers), "device": ctx.device,
         "params": int(sum(p.numel() for p in student.model.parameters())),
