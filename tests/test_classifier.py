@@ -180,7 +180,7 @@ def pair_run(world: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -
         mp.setenv("EDGEDISTILL_CACHE", str(root / "cache"))
         path = write(root / "r.yaml", recipe(world))
         records = run_recipe(load_recipe(path), root / "runs")
-    return {"root": root, "recipe": path, "records": records, "run_dir": root / "runs" / "tiny-cls"}
+    return {"root": root, "recipe": path, "records": records, "run_dir": root / "runs" / "tiny-cls", "world": world}
 
 
 def test_pair_chain_end_to_end(pair_run: dict[str, Any]) -> None:
@@ -222,6 +222,30 @@ def test_bundle_predicts_label_names_without_torch(pair_run: dict[str, Any]) -> 
     assert single.exit_code == 1 and "pass --pair" in single.output
     embed = CliRunner().invoke(main, ["embed", str(bundle), "a text"])
     assert embed.exit_code != 0 and "classifier bundle" in embed.output
+
+
+def test_profile_times_the_teacher_classifier_beside_the_student(pair_run: dict[str, Any], tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fine-tuned teacher and the PyTorch student are sequence-classification folders: the profile stage times
+    them (logits out) beside the ONNX artifacts, so the report's speed-ups are side-by-side ratios."""
+    import shutil
+
+    from edgedistill.pipeline import run_recipe
+    from edgedistill.recipe import load_recipe
+
+    runs = tmp_path / "runs"
+    shutil.copytree(pair_run["run_dir"], runs / "tiny-cls", symlinks=True)
+    data = recipe(pair_run["world"])
+    data["stages"].append({"type": "profile", "sentences": 4, "warmup": 1, "repeats": 1, "min_repeats": 1,
+                           "threads": [1], "batch_sizes": [1], "seq_lengths": [8], "cell_repeats": 1,
+                           "cell_seconds": 0.2})
+    monkeypatch.setenv("EDGEDISTILL_CACHE", str(pair_run["root"] / "cache"))
+    records = run_recipe(load_recipe(write(tmp_path / "r.yaml", data)), runs)
+    measured = {m["artifact"] for m in records[-1].metrics["measurements"]}
+    assert "teacher" in measured and any(name.startswith("01-distill") for name in measured), measured
+    report = json.loads((runs / "tiny-cls" / "report.json").read_text())
+    final = next(r for r in report["rows"] if r["stage"] == "quantize")
+    assert final["latency_source"] == "profile" and final["speedup"] > 0
 
 
 def test_resume_after_a_kill_mid_distill(pair_run: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

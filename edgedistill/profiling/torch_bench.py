@@ -1,4 +1,5 @@
-"""Profile PyTorch sentence-transformers models (teacher, fp32 student) exactly as bench.py profiles ONNX.
+"""Profile PyTorch models (teacher, fp32 student) exactly as bench.py profiles ONNX: sentence-transformers folders
+(embeddings out) and sequence-classification folders (classifiers and rerankers: logits out).
 
 Run as a worker process by the profile stage: ``python -m edgedistill.profiling.torch_bench --model
 LABEL=PATH ... --sentences S.json --settings S.json --out R.json``. torch and sentence-transformers are
@@ -25,8 +26,19 @@ log = logging.getLogger(__name__)
 WEIGHT_SUFFIXES = {".safetensors", ".bin", ".pt"}
 
 
+def is_seqcls(path: Path) -> bool:
+    """A sequence-classification folder (a classifier or cross-encoder: config.json names *ForSequenceClassification)."""
+    from edgedistill.tasks.seqcls.models import SEQCLS, folder_kind
+
+    return Path(path).is_dir() and folder_kind(Path(path)) == SEQCLS
+
+
 def max_seq_length(path: Path) -> int:
     """The model's max sequence length from sentence_bert_config.json, read without loading the model."""
+    if is_seqcls(path):
+        from edgedistill.tasks.seqcls.models import max_seq_length_of
+
+        return max_seq_length_of(Path(path))
     config = Path(path) / "sentence_bert_config.json"
     if config.is_file():
         value = json.loads(config.read_text()).get("max_seq_length")
@@ -65,6 +77,22 @@ class TorchEngine:
         return emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
 
 
+class SeqclsEngine(TorchEngine):
+    """A sequence classifier on the CPU with the bench engine interface: texts in, logits out."""
+
+    def encode(self, texts: list[str], batch_size: int = 32, max_length: int | None = None):
+        import torch
+
+        if torch.get_num_threads() != self.threads:
+            torch.set_num_threads(self.threads)
+        previous = self.model.max_seq_length
+        self.model.max_seq_length = min(max_length or previous, previous)
+        try:
+            return self.model.logits(list(texts), batch_size=batch_size)
+        finally:
+            self.model.max_seq_length = previous
+
+
 class TorchFactory:
     """``factory(threads)`` loads the model afresh (in a round's child process, or once for throughput)."""
 
@@ -78,6 +106,10 @@ class TorchFactory:
         from edgedistill.trust import load_sentence_transformer
 
         torch.set_num_threads(threads)
+        if is_seqcls(self.path):
+            from edgedistill.tasks.seqcls.models import load_classifier
+
+            return SeqclsEngine(load_classifier(self.path, device="cpu", field="profile"), threads)
         return TorchEngine(load_sentence_transformer(self.path, "cpu"), threads)
 
 

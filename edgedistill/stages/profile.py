@@ -52,6 +52,7 @@ def run(cfg: ProfileStage, ctx: StageContext) -> StageResult:
         speedups,
         upstream_chain,
     )
+    from edgedistill.profiling.torch_bench import is_seqcls
 
     sentences = pick_sentences(task, ctx.evaluator.data, cfg.sentences)
     settings = bench_settings(cfg)
@@ -59,10 +60,11 @@ def run(cfg: ProfileStage, ctx: StageContext) -> StageResult:
     item = chain[-1]
     compare: list[ChainItem] = []
     if "teacher" in cfg.compare:
-        if is_sentence_transformer(ctx.teacher):
+        if is_sentence_transformer(ctx.teacher) or is_seqcls(ctx.teacher):
             compare.append(ChainItem("teacher", "teacher", "teacher", Path(ctx.teacher)))
         else:
-            log.warning("profile: teacher %s is not a sentence-transformers folder; not measured", ctx.teacher)
+            log.warning("profile: teacher %s is neither a sentence-transformers nor a sequence-classification "
+                        "folder; not measured", ctx.teacher)
     for c in chain[:-1]:
         if (c.kind == "sentence-transformer" and "student" in cfg.compare) or (c.kind == "onnx" and "onnx" in cfg.compare):
             compare.append(c)
