@@ -220,8 +220,8 @@ def _warnings(rows: list[dict[str, Any]], profile: dict[str, Any] | None) -> lis
     return out
 
 
-def _summary(rows: list[dict[str, Any]], host: dict[str, Any] | None,
-             columns: list[tuple[str, str, int]]) -> tuple[str, dict[str, Any] | None]:
+def _summary(rows: list[dict[str, Any]], host: dict[str, Any] | None, columns: list[tuple[str, str, int]],
+             latency_label: str = "Batch-1 p50") -> tuple[str, dict[str, Any] | None]:
     candidates = [r for r in rows[1:] if not r["passthrough"]]
     if not candidates:
         return "", None
@@ -235,7 +235,7 @@ def _summary(rows: list[dict[str, Any]], host: dict[str, Any] | None,
         threads = final.get("threads")
         where = (f" on {host.get('cpu')} ({threads} thread{'' if threads == 1 else 's'})"
                  if host and threads else "")
-        text += f". Batch-1 p50 {final['latency_ms_p50']:.2f} ms{where}"
+        text += f". {latency_label} {final['latency_ms_p50']:.2f} ms{where}"
         if final.get("speedup"):
             text += f", {final['speedup']:.1f}x faster than the teacher measured side by side"
     return text + ".", final
@@ -249,7 +249,8 @@ def build_report(run_dir: Path, name: str, teacher: dict[str, Any], records: lis
     profile = profile_data(records)
     devices = load_devices(run_dir)
     host = (profile or {}).get("host")
-    summary, final = _summary(rows, host, [(c["key"], c["label"], c["digits"]) for c in columns])
+    summary, final = _summary(rows, host, [(c["key"], c["label"], c["digits"]) for c in columns],
+                              getattr(get_task(task), "latency_label", "Batch-1 p50"))
     return {
         "recipe": name,
         "task": task,

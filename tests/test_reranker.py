@@ -116,6 +116,8 @@ def test_full_chain(chain: dict) -> None:
     assert all(m["candidates"]["4"]["pairs_per_s"] > 0 for m in profile)
     report = (chain["run_dir"] / "report.md").read_text()
     assert "nDCG@10" in report and "1 x 4: p50 ms" in report and "activation sigmoid" in report
+    summary = json.loads((chain["run_dir"] / "report.json").read_text())["summary"]
+    assert "Per-query p50" in summary and "Batch-1" not in summary  # a query's candidates, not one text
 
 
 def test_rank_runtime_and_command(chain: dict) -> None:

@@ -86,6 +86,7 @@ class Task(Protocol):
     #                                        (a reranker: 1 query x N candidates)
     # A task's version of any stage may put its report section, as Markdown, in its metrics (``report_markdown``).
     #   latency_note: str                    the report's note on what its latency column measures
+    #   latency_label: str                   the report summary's name for that latency (default 'Batch-1 p50')
 
 
 # name -> module holding a ``TASK`` instance, or the issue that will bring it

@@ -76,6 +76,7 @@ class RerankerTask:
         Metric("sts_spearman", "STS-b", 2, description="STS-b = Spearman x100 of the scores on STS-b pairs"),
     )
     budget_metrics: ClassVar[tuple[str, ...]] = (PRIMARY_METRIC,)
+    latency_label: ClassVar[str] = "Per-query p50 (one query's candidates scored in one call)"
     latency_note: ClassVar[str] = (
         "p50 ms: per-query latency from the evaluator, one held-out query with evaluation.latency_candidates "
         "first-stage candidates scored in one call (tokenisation included); the profile stage's section below "
