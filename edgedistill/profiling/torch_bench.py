@@ -26,11 +26,15 @@ log = logging.getLogger(__name__)
 WEIGHT_SUFFIXES = {".safetensors", ".bin", ".pt"}
 
 
-def is_seqcls(path: Path) -> bool:
+def is_seqcls(path: Path | None) -> bool:
     """A sequence-classification folder (a classifier or cross-encoder: config.json names *ForSequenceClassification)."""
+    from edgedistill.errors import RecipeError
     from edgedistill.tasks.seqcls.models import SEQCLS, folder_kind
 
-    return Path(path).is_dir() and folder_kind(Path(path)) == SEQCLS
+    try:
+        return path is not None and Path(path).is_dir() and folder_kind(Path(path)) == SEQCLS
+    except RecipeError:  # not a model folder at all
+        return False
 
 
 def max_seq_length(path: Path) -> int:
