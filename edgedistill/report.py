@@ -221,7 +221,7 @@ def _warnings(rows: list[dict[str, Any]], profile: dict[str, Any] | None) -> lis
 
 
 def _summary(rows: list[dict[str, Any]], host: dict[str, Any] | None, columns: list[tuple[str, str, int]],
-             latency_label: str = "Batch-1 p50") -> tuple[str, dict[str, Any] | None]:
+             latency_label: str) -> tuple[str, dict[str, Any] | None]:
     candidates = [r for r in rows[1:] if not r["passthrough"]]
     if not candidates:
         return "", None

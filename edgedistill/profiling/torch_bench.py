@@ -37,9 +37,10 @@ def is_seqcls(path: Path | None) -> bool:
         return False
 
 
-def max_seq_length(path: Path) -> int:
-    """The model's max sequence length from sentence_bert_config.json, read without loading the model."""
-    if is_seqcls(path):
+def max_seq_length(path: Path, seqcls: bool = False) -> int:
+    """The model's max sequence length (sentence_bert_config.json, or our sidecar for a sequence classifier), read
+    without loading the model."""
+    if seqcls:
         from edgedistill.tasks.seqcls.models import max_seq_length_of
 
         return max_seq_length_of(Path(path))
@@ -65,7 +66,6 @@ class TorchEngine:
         self.max_seq_length = int(model.max_seq_length)
 
     def encode(self, texts: list[str], batch_size: int = 32, max_length: int | None = None):
-        import numpy as np
         import torch
 
         if torch.get_num_threads() != self.threads:  # the setting is process-wide; engines share the model
@@ -74,27 +74,23 @@ class TorchEngine:
         previous = self.model.max_seq_length
         self.model.max_seq_length = min(max_length or previous, previous)
         try:
-            emb = self.model.encode(list(texts), batch_size=batch_size, convert_to_numpy=True,
-                                    show_progress_bar=False)
+            return self.forward(list(texts), batch_size)
         finally:
             self.model.max_seq_length = previous
+
+    def forward(self, texts: list[str], batch_size: int):
+        """Normalised sentence embeddings."""
+        import numpy as np
+
+        emb = self.model.encode(texts, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False)
         return emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
 
 
 class SeqclsEngine(TorchEngine):
     """A sequence classifier on the CPU with the bench engine interface: texts in, logits out."""
 
-    def encode(self, texts: list[str], batch_size: int = 32, max_length: int | None = None):
-        import torch
-
-        if torch.get_num_threads() != self.threads:
-            torch.set_num_threads(self.threads)
-        previous = self.model.max_seq_length
-        self.model.max_seq_length = min(max_length or previous, previous)
-        try:
-            return self.model.logits(list(texts), batch_size=batch_size)
-        finally:
-            self.model.max_seq_length = previous
+    def forward(self, texts: list[str], batch_size: int):
+        return self.model.logits(texts, batch_size=batch_size)
 
 
 class TorchFactory:
@@ -102,7 +98,8 @@ class TorchFactory:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self.max_seq_length = max_seq_length(self.path)
+        self.seqcls = is_seqcls(self.path)
+        self.max_seq_length = max_seq_length(self.path, self.seqcls)
 
     def __call__(self, threads: int) -> TorchEngine:
         import torch
@@ -110,7 +107,7 @@ class TorchFactory:
         from edgedistill.trust import load_sentence_transformer
 
         torch.set_num_threads(threads)
-        if is_seqcls(self.path):
+        if self.seqcls:
             from edgedistill.tasks.seqcls.models import load_classifier
 
             return SeqclsEngine(load_classifier(self.path, device="cpu", field="profile"), threads)

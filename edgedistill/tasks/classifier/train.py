@@ -107,11 +107,14 @@ def distill(cfg: Any, ctx: StageContext) -> StageResult:
     require_seqcls(Path(ctx.teacher), "teacher", len(names), "a classifier of the data's classes")
     inputs = splits.train.inputs + splits.unlabelled.inputs
     labels = torch.tensor(splits.train.labels + [-1] * len(splits.unlabelled))
+    # one teacher pass (and one cached array) for the soft labels and, when selection needs them, the dev inputs
+    dev_inputs = splits.dev.inputs if cfg.select_on == "agreement" else []
     t0 = time.perf_counter()
-    soft = torch.from_numpy(teacher_logits(Path(ctx.teacher), inputs, batch_size=cfg.teacher_batch_size,
-                                           device=ctx.device, max_seq_length=cfg.max_seq_length,
-                                           num_labels=len(names)))
+    scored = teacher_logits(Path(ctx.teacher), inputs + dev_inputs, batch_size=cfg.teacher_batch_size,
+                            device=ctx.device, max_seq_length=cfg.max_seq_length, num_labels=len(names))
     label_s = time.perf_counter() - t0
+    soft = torch.from_numpy(scored[:len(inputs)])
+    dev_teacher = scored[len(inputs):].argmax(1) if dev_inputs else None
     field = f"stages.{ctx.index}.student.init"
     student = build_classifier(_student_source(cfg, ctx), len(names), labels=names, layers=cfg.student.layers,
                                max_seq_length=cfg.max_seq_length, device=ctx.device, field=field)
@@ -148,12 +151,6 @@ def distill(cfg: Any, ctx: StageContext) -> StageResult:
                          for s_ids, t_ids in zip(s_features["input_ids"], t_features["input_ids"], strict=True)]
             layers = LayerBatch(out.hidden_states, t_out.hidden_states, out.attentions, t_out.attentions, alignment)
         return loss(out.logits, soft[idx].to(out.logits.device), labels[idx].to(out.logits.device), progress, layers)
-
-    dev_teacher = None
-    if cfg.select_on == "agreement" and len(splits.dev):
-        dev_teacher = teacher_logits(Path(ctx.teacher), splits.dev.inputs, batch_size=cfg.teacher_batch_size,
-                                     device=ctx.device, max_seq_length=cfg.max_seq_length,
-                                     num_labels=len(names)).argmax(1)
 
     def dev_score() -> float:
         if dev_teacher is None:
