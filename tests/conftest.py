@@ -13,6 +13,8 @@ from tests.tiny import build_st_model, make_sentences, write_retrieval, write_st
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# CPU bf16 autocast only where a test asks for it: results must not depend on the CPU the suite runs on.
+os.environ["EDGEDISTILL_CPU_BF16"] = "0"
 
 
 @pytest.fixture(autouse=True)

@@ -120,8 +120,25 @@ def test_onnx_backend_matches_torch_and_builds_the_graph_once(tiny_world: dict, 
     assert np.abs(two - onnx_labels).max() < 1e-5
 
 
-def test_backend_choice() -> None:
+def test_cpu_bf16_labels_agree_with_fp32_and_keep_their_own_store(tiny_world: dict, isolated_cache: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    sentences = make_sentences(40, seed=12)
+    fp32, _ = teacher_labels(tiny_world["teacher"], sentences, 8, "cpu", backend="auto", bf16=True)
+    monkeypatch.setenv("EDGEDISTILL_CPU_BF16", "1")  # as on a CPU with AVX512-BF16 / AMX
+    bf16, _ = teacher_labels(tiny_world["teacher"], sentences, 8, "cpu", backend="auto", bf16=True)
+    stores = sorted(p.name for p in next((isolated_cache / "labels").iterdir()).iterdir())
+    assert stores == ["emb-onnx", "emb-torch-bf16"]
+    cosine = (fp32 * bf16).sum(axis=1)
+    assert cosine.min() > 0.99 and np.abs(fp32 - bf16).max() > 0  # bf16 really ran, and stays close
+
+
+def test_backend_choice(monkeypatch: pytest.MonkeyPatch) -> None:
     assert labelling.label_backend("auto", "cpu", []) == "onnx"
+    assert labelling.label_backend("auto", "cpu", [], bf16=True) == "onnx"  # no native CPU bf16 (forced off)
+    monkeypatch.setenv("EDGEDISTILL_CPU_BF16", "1")
+    assert labelling.label_backend("auto", "cpu", [], bf16=True) == "torch"
+    assert labelling.label_backend("auto", "cpu", [], bf16=False) == "onnx"
+    monkeypatch.setenv("EDGEDISTILL_CPU_BF16", "0")
     assert labelling.label_backend("auto", "cuda", []) == "torch"
     assert labelling.label_backend("auto", "cpu", [3]) == "torch"
     with pytest.raises(ValueError, match="hidden"):

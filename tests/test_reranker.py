@@ -45,8 +45,8 @@ def rerank_recipe(world: dict[str, Path], **changes: object) -> dict:
         "evaluation": {"retrieval": str(world["retrieval"]), "queries": 12, "top_k": 8, "latency_queries": 3,
                        "latency_candidates": 4, "batch_size": 16},
         "stages": [
-            {"type": "finetune", "pairs": 60, "dev_queries": 5, "batch_size": 8, "learning_rate": 1e-3,
-             "checkpoint_steps": 2},
+            {"type": "finetune", "pairs": 60, "dev_queries": 5, "dev_corpus": 10, "dev_top_k": 6, "batch_size": 8,
+             "learning_rate": 1e-3, "checkpoint_steps": 2},
             {"type": "distill", "student": {"init": str(world["student"]), "layers": [0, 2]},
              "losses": [{"type": "mse"}, {"type": "margin_mse", "weight": 0.5}], "pairs": 60, "triplets": 20,
              "dev_queries": 5, "batch_size": 8, "learning_rate": 1e-3, "checkpoint_steps": 2},
@@ -97,6 +97,7 @@ def test_full_chain(chain: dict) -> None:
     teacher = json.loads((chain["run_dir"] / "report.json").read_text())["rows"][0]
     finetune, distill, export, quantize = (r.metrics for r in records[:4])
     assert finetune["train_pairs"] == 60 + finetune["mined_negatives"] and finetune["mined_negatives"] >= 20
+    assert finetune["dev_queries"] == 5 and finetune["dev_corpus"] > 10 and "dev_ndcg10" in finetune
     assert finetune["train_steps"] > 0
     assert distill["train_triplets"] >= 20 and set(distill["losses"]) == {"mse", "margin_mse"}
     assert all(np.isfinite(h["dev"]) for h in distill["history"])
@@ -264,6 +265,50 @@ def test_regression_teacher_on_sts_train(world: dict, tmp_path: Path, monkeypatc
     finetune, distill = records
     assert finetune.metrics["objective"] == "regression" and "dev_spearman" in finetune.metrics
     assert np.isfinite(distill.evaluation["sts_spearman"]) and np.isfinite(finetune.evaluation["sts_spearman"])
+
+
+def test_listwise_finetune_ranks_query_groups_and_selects_on_dev_reranking(world: dict, tmp_path: Path) -> None:
+    recipe = rerank_recipe(world)
+    recipe["stages"] = recipe["stages"][:1]
+    recipe["stages"][0].update(objective="listwise", pairs=48, negatives=1, hard_negatives=2, eval_steps=1)
+    (finetune,) = run_recipe(load_recipe(write_recipe(tmp_path / "r.yaml", recipe)), tmp_path / "runs")
+    m = finetune.metrics
+    assert m["objective"] == "listwise" and m["train_pairs"] == 4 * m["train_queries"] and m["train_queries"] >= 4
+    assert m["mined_negatives"] == 2 * m["train_queries"]
+    # dev: held-apart queries' BM25 candidates among held-apart passages, nDCG@10 of the reordered list
+    assert m["dev_queries"] == 5 and m["dev_corpus"] > 10 and 0 <= m["dev_first_stage_ndcg10"] <= 100
+    assert m["dev_ndcg10"] == max(h["dev"] for h in m["history"]) and len(m["history"]) >= 2
+    sidecar = json.loads((finetune.artifact.path / "edgedistill_seqcls.json").read_text())
+    assert sidecar["activation"] == "none"  # listwise scores rank; they are no probabilities
+
+
+def test_listwise_needs_queries_with_enough_own_negatives(world: dict, tmp_path: Path) -> None:
+    recipe = rerank_recipe(world)
+    recipe["stages"] = recipe["stages"][:1]
+    recipe["stages"][0].update(objective="listwise", negatives=2)  # the tiny SNLI has one per premise
+    out = CliRunner().invoke(main, ["run", str(write_recipe(tmp_path / "r.yaml", recipe)), "--runs-dir",
+                                    str(tmp_path / "runs")])
+    assert out.exit_code == 2 and "lower negatives" in out.output
+
+
+def test_the_student_learns_standardised_scores_and_folds_the_scale_back(world: dict, tmp_path: Path) -> None:
+    from edgedistill.tasks.reranker.distill import fold_affine
+    from edgedistill.tasks.seqcls.models import build_classifier
+
+    clf = build_classifier(world["student"], 1, labels=["relevance"], device="cpu", field="student")
+    pairs = [("a man plays", "a person plays"), ("a dog runs", "a cat sleeps")]
+    before = clf.logits(pairs)[:, 0]
+    fold_affine(clf.model, 0.05, -1.3)
+    assert np.allclose(clf.logits(pairs)[:, 0], 0.05 * before - 1.3, atol=1e-5)
+
+
+def test_listwise_loss_prefers_the_first_passage() -> None:
+    import torch
+
+    from edgedistill.tasks.reranker.losses import listwise_cross_entropy
+
+    right, wrong = torch.tensor([[5.0, 0.0, 0.0]]), torch.tensor([[0.0, 5.0, 0.0]])
+    assert listwise_cross_entropy(right) < 0.02 < 5 < listwise_cross_entropy(wrong)
 
 
 def test_regression_needs_sts_data(world: dict, tmp_path: Path) -> None:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from edgedistill.stages.configs import SOURCE, Strict
+from edgedistill.stages.configs import CPU_BF16, SOURCE, KeyStable, Strict
 
 
 class ClassifierData(Strict):
@@ -50,8 +50,10 @@ class ClassifierEvaluation(Strict):
     ece_bins: int = Field(default=15, gt=1, description="Confidence bins of the expected calibration error.")
 
 
-class TrainingFields(Strict):
+class TrainingFields(KeyStable):
     """How long and how fast to train (finetune and distill)."""
+
+    quiet_defaults: ClassVar[dict[str, Any]] = {"cpu_bf16": False}
 
     epochs: float = Field(default=1.0, gt=0)
     batch_size: int = Field(default=32, gt=0)
@@ -63,6 +65,7 @@ class TrainingFields(Strict):
     select_best: bool = Field(default=True, description="Keep the checkpoint with the best dev accuracy.")
     checkpoint_steps: int = Field(default=50, ge=0, description="Save a resumable checkpoint every N steps.")
     seed: int | None = Field(default=None, description="Training seed; null uses data.seed.")
+    cpu_bf16: bool = Field(default=False, description=CPU_BF16)
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
 

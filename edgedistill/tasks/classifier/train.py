@@ -33,7 +33,7 @@ def _settings(cfg: Any, ctx: StageContext, n_examples: int) -> Any:
     return TrainSettings(epochs=cfg.epochs, batch_size=min(cfg.batch_size, max(1, n_examples)),
                          learning_rate=cfg.learning_rate, warmup_ratio=cfg.warmup_ratio,
                          weight_decay=cfg.weight_decay, seed=seed, device=ctx.device, eval_steps=cfg.eval_steps,
-                         checkpoint_steps=cfg.checkpoint_steps)
+                         checkpoint_steps=cfg.checkpoint_steps, cpu_bf16=cfg.cpu_bf16)
 
 
 def _checkpoints(ctx: StageContext) -> Path:
@@ -111,7 +111,8 @@ def distill(cfg: Any, ctx: StageContext) -> StageResult:
     dev_inputs = splits.dev.inputs if cfg.select_on == "agreement" else []
     t0 = time.perf_counter()
     scored = teacher_logits(Path(ctx.teacher), inputs + dev_inputs, batch_size=cfg.teacher_batch_size,
-                            device=ctx.device, max_seq_length=cfg.max_seq_length, num_labels=len(names))
+                            device=ctx.device, max_seq_length=cfg.max_seq_length, num_labels=len(names),
+                            bf16=cfg.cpu_bf16)
     label_s = time.perf_counter() - t0
     soft = torch.from_numpy(scored[:len(inputs)])
     dev_teacher = scored[len(inputs):].argmax(1) if dev_inputs else None

@@ -14,6 +14,7 @@ from edgedistill.assets import resolve
 from edgedistill.contract import StageContext, StageResult
 from edgedistill.data import RetrievalSet, draw_training_sentences, load_sts, sample
 from edgedistill.errors import RecipeError
+from edgedistill.precision import native_bf16
 from edgedistill.stages.configs import DistillStage, StudentConfig
 from edgedistill.tasks.embedding.encoders import TorchEncoder
 from edgedistill.tasks.embedding.labelling import label_backend, teacher_labels
@@ -365,6 +366,8 @@ def run(cfg: DistillStage, ctx: StageContext) -> StageResult:
     return StageResult(metrics={
         **info, **stats, "train_sentences": len(sentences), "triplets": int(cfg.triplets),
         "dev_queries": len(dev_set.queries) if dev_set else 0, "dev_corpus": len(dev_set.corpus) if dev_set else 0,
-        "label_s": round(label_s, 1), "label_backend": label_backend(cfg.label_backend, ctx.device, hidden_layers),
+        "label_s": round(label_s, 1), "label_backend": label_backend(cfg.label_backend, ctx.device, hidden_layers, cfg.bf16),
+        "label_bf16": bool(cfg.bf16 and label_backend(cfg.label_backend, ctx.device, hidden_layers, cfg.bf16) == "torch"
+                           and native_bf16(ctx.device)),
         "before_training": before, "device": ctx.device,
     })

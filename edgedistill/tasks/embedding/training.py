@@ -248,8 +248,9 @@ def train(job: TrainJob) -> dict[str, Any]:
     total_steps = max(1, math.ceil(steps_per_epoch * cfg.epochs))
     optimizer = torch.optim.AdamW(parameter_groups(module, cfg), lr=cfg.learning_rate)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
-    use_amp = device.startswith("cuda") and cfg.bf16
-    amp_dtype = torch.bfloat16
+    from edgedistill.precision import autocast
+
+    use_bf16 = cfg.bf16 if device.startswith("cuda") else cfg.cpu_bf16
 
     ckpt_dir = Path(job.checkpoint_dir)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
@@ -330,7 +331,7 @@ def train(job: TrainJob) -> dict[str, Any]:
                 kwargs["triplet_targets"] = labels[rows].view(len(t_idx), 3, -1).to(device)
                 if margins is not None:
                     kwargs["triplet_margins"] = margins[t_idx].to(device)
-            with torch.autocast(device_type="cuda", dtype=amp_dtype, enabled=use_amp):
+            with autocast(device, use_bf16):
                 value = model([sentences[i] for i in idx], labels[idx].to(device), step / total_steps, **kwargs)
             (value / cfg.gradient_accumulation).backward()
         torch.nn.utils.clip_grad_norm_(module.parameters(), 1.0)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from edgedistill.stages.configs import SOURCE, Strict
+from edgedistill.stages.configs import CPU_BF16, SOURCE, KeyStable, Strict
 
 
 class RerankerData(Strict):
@@ -49,8 +49,10 @@ class RerankerEvaluation(Strict):
         return v
 
 
-class Training(Strict):
+class Training(KeyStable):
     """The training loop's settings, shared by finetune and distill."""
+
+    quiet_defaults: ClassVar[dict[str, Any]] = {"cpu_bf16": False}
 
     epochs: float = Field(default=1.0, gt=0)
     batch_size: int = Field(default=16, gt=0)
@@ -62,23 +64,35 @@ class Training(Strict):
                             "the best step is kept.")
     checkpoint_steps: int = Field(default=50, ge=0, description="A resumable checkpoint every N steps.")
     seed: int | None = Field(default=None, description="Training seed; null uses data.seed.")
+    cpu_bf16: bool = Field(default=False, description=CPU_BF16)
     device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="auto: CUDA when present (bf16).")
 
 
 class RerankerFinetune(Training):
     """Fine-tune the teacher cross-encoder: a pretrained encoder (or a cross-encoder) with a one-logit head on
-    labelled pairs (binary cross-entropy; STS-b scores / 5 as soft targets for ``regression``)."""
+    labelled pairs: listwise (each query's relevant passage against its negatives, softmax cross-entropy), binary
+    cross-entropy, or STS-b scores / 5 as soft targets (``regression``)."""
 
     type: Literal["finetune"]
-    objective: Literal["binary", "regression"] = Field(
-        default="binary", description="binary: data.pairs (relevant 1 / not 0); regression: data.sts train scores.")
-    pairs: int = Field(default=3000, gt=0, description="Labelled training pairs (query by query, every label).")
-    hard_negatives: int = Field(default=2, ge=0, description="binary: per training query, this many passages of "
-                                "other queries mined with BM25 (the first stage's kind of candidate), labelled not "
-                                "relevant: without them a cross-encoder learns entailment, not which passage "
-                                "belongs to the query.")
+    objective: Literal["binary", "listwise", "regression"] = Field(
+        default="binary", description="binary: data.pairs, relevant 1 / not 0 (binary cross-entropy); listwise: "
+        "data.pairs grouped by query, the relevant passage ranked first among the query's own non-relevant and "
+        "mined passages (softmax cross-entropy, the reranking task itself); regression: data.sts train scores.")
+    pairs: int = Field(default=3000, gt=0, description="Labelled training pairs (query by query, every label; "
+                       "listwise: query groups of 1 + negatives pairs until this many pairs).")
+    hard_negatives: int = Field(default=2, ge=0, description="binary/listwise: per training query, this many "
+                                "passages of other queries mined with BM25 (the first stage's kind of candidate), "
+                                "labelled not relevant: without them a cross-encoder learns entailment, not which "
+                                "passage belongs to the query.")
+    negatives: int = Field(default=2, ge=0, description="listwise: the query's own non-relevant passages per group "
+                           "(SNLI: its neutral and contradicted hypotheses), before the mined ones.")
     dev_queries: int = Field(default=150, ge=0, description="Queries of the training data held apart to pick the "
-                             "best step (binary: pairwise AUC; regression: Spearman).")
+                             "best step (binary/listwise: their BM25 top-k reranked, nDCG@10; regression: Spearman).")
+    dev_corpus: int = Field(default=3000, ge=0, description="binary/listwise: held-apart training queries whose "
+                            "passages form the dev corpus BM25 searches (the dev queries' own included), so the "
+                            "dev candidates look like the held-out set's: its relevant passage among other "
+                            "queries' passages that share its words.")
+    dev_top_k: int = Field(default=20, gt=1, description="binary/listwise: BM25 candidates per dev query.")
     teacher_batch_size: int = Field(default=32, gt=0)
 
 

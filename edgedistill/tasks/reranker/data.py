@@ -126,6 +126,33 @@ def labelled_pairs(groups: list[QueryGroup], n: int, seed: int) -> list[Labelled
     return pairs
 
 
+@dataclass(frozen=True)
+class RankingGroup:
+    """One query and its passages, the relevant one first (listwise training: it should score highest)."""
+
+    query: str
+    passages: tuple[str, ...]
+
+
+def ranking_groups(groups: list[QueryGroup], n_pairs: int, negatives: int,
+                   mined: dict[str, list[str]]) -> list[RankingGroup]:
+    """Query groups of one relevant passage, up to ``negatives`` of the query's own non-relevant ones and its
+    ``mined`` ones, until ``n_pairs`` pairs. Every group has the same size (a query short of own negatives takes
+    none of it; one short of mined ones is skipped), so a batch is one [queries, passages] block."""
+    size = 1 + negatives + max((len(m) for m in mined.values()), default=0)
+    out: list[RankingGroup] = []
+    for group in groups:
+        if len(out) * size + size > n_pairs:
+            break
+        own = group.negatives[:negatives]
+        if not group.positives or len(own) < negatives:
+            continue
+        passages = (group.positives[0], *own, *mined.get(group.query, []))
+        if len(passages) == size:
+            out.append(RankingGroup(group.query, passages))
+    return out
+
+
 def triplets(groups: list[QueryGroup], n: int) -> list[tuple[str, str, str]]:
     """(query, entailed, contradicted) triplets from the queries that have both, at most ``n``."""
     out = []

@@ -3,8 +3,9 @@
 The teacher scores every training pair once (cached by teacher content and inputs: ``seqcls.teacher_cache``):
 (query, passage) pairs of data.pairs for ``mse``, and (query, relevant, contradicted) triplets for ``margin_mse``,
 each query with ``hard_negatives`` more passages mined by BM25 from the other training queries' passages. The student (a
-pretrained encoder with a new one-logit head, or a layer cut of the teacher) learns those scores; the step that
-agrees best with the teacher on held-apart training queries is kept.
+pretrained encoder with a new one-logit head, or a layer cut of the teacher) learns those scores, standardised
+over the training pairs (the affine map is folded back into its head afterwards); the step that agrees best with
+the teacher on held-apart training queries is kept.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from edgedistill.tasks.reranker.data import labelled_pairs, load_groups, mined_n
 log = logging.getLogger(__name__)
 
 Pair = tuple[str, str]
+MIN_SPREAD = 1e-3  # teacher scores that vary less are learned as they are (not standardised)
 
 
 def training_inputs(cfg: RerankerDistill, data: RerankerData, exclude: set[str],
@@ -58,9 +60,18 @@ def run(cfg: RerankerDistill, ctx: StageContext, data: RerankerData, exclude: se
     distinct = list(dict.fromkeys(pairs + [(q, p) for q, pos, neg in trips for p in (pos, neg)] + dev))
     t0 = time.perf_counter()
     scores = teacher_logits(Path(ctx.teacher), distinct, batch_size=cfg.teacher_batch_size, device=ctx.device,
-                            max_seq_length=cfg.max_seq_length, num_labels=1)[:, 0]
+                            max_seq_length=cfg.max_seq_length, num_labels=1, bf16=cfg.cpu_bf16)[:, 0]
     label_s = time.perf_counter() - t0
     index = {pair: i for i, pair in enumerate(distinct)}
+    # The student learns the teacher's scores standardised over the training pairs, and the affine map is folded
+    # back into its head after training: a teacher whose logits barely vary (a std of 0.035 was measured) still
+    # gives errors of unit size, and the saved student speaks the teacher's scale.
+    center, spread = float(scores.mean()), float(scores.std())
+    if spread < MIN_SPREAD:  # blown up to unit size, its float noise would be what the student learns
+        log.warning("the teacher's scores barely vary (std %.2g over %d pairs): it does not rank these pairs; the "
+                    "student learns its raw scores", spread, len(scores))
+        center, spread = 0.0, 1.0
+    scores = (scores - center) / spread
     teacher = torch.tensor(scores, dtype=torch.float32, device=ctx.device)
     pair_rows = torch.tensor([index[p] for p in pairs], dtype=torch.long, device=ctx.device)
     trip_rows = torch.tensor([[index[(q, pos)], index[(q, neg)]] for q, pos, neg in trips], dtype=torch.long,
@@ -99,10 +110,12 @@ def run(cfg: RerankerDistill, ctx: StageContext, data: RerankerData, exclude: se
 
     settings = TrainSettings(epochs=cfg.epochs, batch_size=cfg.batch_size, learning_rate=cfg.learning_rate,
                              warmup_ratio=cfg.warmup_ratio, weight_decay=cfg.weight_decay, seed=seed,
-                             device=ctx.device, eval_steps=cfg.eval_steps, checkpoint_steps=cfg.checkpoint_steps)
+                             device=ctx.device, eval_steps=cfg.eval_steps, checkpoint_steps=cfg.checkpoint_steps,
+                             cpu_bf16=cfg.cpu_bf16)
     checkpoints = ctx.work_dir.parent / (".ckpt-" + ctx.work_dir.name.removeprefix(".tmp-"))
     result = train(student.model, n, step_loss, settings, evaluate=dev_score if dev else None,
                    checkpoint_dir=checkpoints, what="distilling the reranker", loss_terms=lambda: dict(last))
+    fold_affine(student.model, spread, center)
     activation = read_sidecar(Path(ctx.teacher)).get("activation", "sigmoid")
     student.save(ctx.artifact_dir, text_inputs="text_pair", extra={"task": "reranker", "activation": activation})
     shutil.rmtree(checkpoints, ignore_errors=True)
@@ -110,4 +123,19 @@ def run(cfg: RerankerDistill, ctx: StageContext, data: RerankerData, exclude: se
         **result.stats(), "train_pairs": len(pairs), "train_triplets": len(trips), "dev_pairs": len(dev),
         "teacher_pairs_scored": len(distinct), "label_s": round(label_s, 1),
         "params": sum(p.numel() for p in student.model.parameters()), "losses": weights, "device": ctx.device,
+        "teacher_score_mean": center, "teacher_score_std": spread,
     })
+
+
+def fold_affine(model: Any, scale: float, shift: float) -> None:
+    """Make the model output ``scale * logit + shift``: the head's last one-output linear layer absorbs it."""
+    import torch
+
+    heads = [m for m in model.modules() if isinstance(m, torch.nn.Linear) and m.out_features == 1]
+    if not heads:
+        raise ValueError("no one-output linear layer to fold the teacher's score scale into")
+    with torch.no_grad():
+        heads[-1].weight.mul_(scale)
+        if heads[-1].bias is None:
+            raise ValueError("the relevance head has no bias to fold the teacher's score offset into")
+        heads[-1].bias.mul_(scale).add_(shift)

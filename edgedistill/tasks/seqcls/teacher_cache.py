@@ -36,20 +36,25 @@ def inputs_hash(texts: Texts) -> str:
     return digest.hexdigest()
 
 
-def cache_key(teacher: Path | str, texts: Texts, max_seq_length: int) -> str:
-    return content_key("seqcls-logits", source_fingerprint(teacher), inputs_hash(texts), int(max_seq_length))
+def cache_key(teacher: Path | str, texts: Texts, max_seq_length: int, bf16: bool = False) -> str:
+    """bf16 logits differ slightly from fp32 ones: their own key (fp32 keys are as before bf16 existed)."""
+    return content_key("seqcls-logits", source_fingerprint(teacher), inputs_hash(texts), int(max_seq_length),
+                       *(["bf16"] if bf16 else []))
 
 
 def teacher_logits(teacher: Path, texts: Texts, *, batch_size: int = 32, device: str = "cpu",
                    max_seq_length: int | None = None, field: str = "teacher",
-                   num_labels: int | None = None) -> np.ndarray:
-    """Logits [n, num_labels] of the sequence-classification ``teacher`` for ``texts``, cached."""
+                   num_labels: int | None = None, bf16: bool = False) -> np.ndarray:
+    """Logits [n, num_labels] of the sequence-classification ``teacher`` for ``texts``, cached (``bf16``: under
+    bf16 autocast where ``device`` computes it natively, edgedistill.precision)."""
+    from edgedistill.precision import autocast, native_bf16
     from edgedistill.tasks.seqcls.models import load_classifier, max_seq_length_of, require_seqcls
 
     require_seqcls(Path(teacher), field, num_labels)
     texts = list(texts)
     length = max_seq_length or max_seq_length_of(Path(teacher))
-    key = cache_key(teacher, texts, length)
+    bf16 = bf16 and native_bf16(device)
+    key = cache_key(teacher, texts, length, bf16)
     folder = cache_dir().joinpath(*FOLDER)
     file = folder / f"{key}.npy"
     with key_lock(folder, key, "teacher logits"):
@@ -62,8 +67,9 @@ def teacher_logits(teacher: Path, texts: Texts, *, batch_size: int = 32, device:
                 raise ValueError(f"shape {logits.shape} for {len(texts)} inputs")
             except (OSError, ValueError) as e:
                 log.warning("teacher logits: the cached %s is damaged (%s); computing again", file, e)
-        logits = compute_logits(load_classifier(Path(teacher), device=device, max_seq_length=length), texts,
-                                batch_size)
+        with autocast(device, bf16):
+            logits = compute_logits(load_classifier(Path(teacher), device=device, max_seq_length=length), texts,
+                                    batch_size)
         folder.mkdir(parents=True, exist_ok=True)
         tmp = file.with_name(f".{file.stem}.{os.getpid()}.tmp.npy")
         np.save(tmp, logits)

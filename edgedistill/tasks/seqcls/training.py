@@ -45,6 +45,7 @@ class TrainSettings:
     eval_steps: int = 0  # evaluate every N steps (0: only at the end)
     checkpoint_steps: int = 0  # resumable checkpoint every N steps (0: none)
     max_grad_norm: float = 1.0
+    cpu_bf16: bool = False  # bf16 autocast on a CPU that computes bf16 natively (edgedistill.precision)
 
 
 @dataclass
@@ -63,11 +64,14 @@ class TrainResult:
                 "best_step": self.best_step, "best_dev": self.best_score, "final_loss": self.final_loss}
 
 
-def autocast(device: str) -> Any:
-    """bf16 autocast on CUDA (fp16 where bf16 is missing); a no-op on CPU."""
-    on_cuda = str(device).startswith("cuda")
-    dtype = torch.bfloat16 if on_cuda and torch.cuda.is_bf16_supported() else torch.float16
-    return torch.autocast(device_type="cuda", dtype=dtype, enabled=on_cuda)
+def autocast(device: str, cpu_bf16: bool = False) -> Any:
+    """bf16 autocast on CUDA (fp16 where bf16 is missing); on CPU only with ``cpu_bf16`` and native bf16."""
+    if not str(device).startswith("cuda"):
+        from edgedistill.precision import autocast as bf16_autocast
+
+        return bf16_autocast(device, cpu_bf16)
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.autocast(device_type="cuda", dtype=dtype)
 
 
 def _load_checkpoint(path: Path, device: str) -> dict[str, Any] | None:
@@ -145,7 +149,7 @@ def train(module: torch.nn.Module, n_examples: int, step_loss: Callable[[np.ndar
         order = torch.randperm(n_examples, generator=torch.Generator().manual_seed(settings.seed + epoch)).numpy()
         idx = order[offset * settings.batch_size:(offset + 1) * settings.batch_size]
         optimizer.zero_grad(set_to_none=True)
-        with autocast(settings.device):
+        with autocast(settings.device, settings.cpu_bf16):
             value = step_loss(idx, step / total)
         value.backward()
         if settings.max_grad_norm:
