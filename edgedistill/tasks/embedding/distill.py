@@ -363,11 +363,11 @@ def run(cfg: DistillStage, ctx: StageContext) -> StageResult:
         shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
     shutil.rmtree(checkpoints, ignore_errors=True)
     (ctx.artifact_dir / "train_stats.json").unlink(missing_ok=True)
+    backend = label_backend(cfg.label_backend, ctx.device, hidden_layers, cfg.bf16)
     return StageResult(metrics={
         **info, **stats, "train_sentences": len(sentences), "triplets": int(cfg.triplets),
         "dev_queries": len(dev_set.queries) if dev_set else 0, "dev_corpus": len(dev_set.corpus) if dev_set else 0,
-        "label_s": round(label_s, 1), "label_backend": label_backend(cfg.label_backend, ctx.device, hidden_layers, cfg.bf16),
-        "label_bf16": bool(cfg.bf16 and label_backend(cfg.label_backend, ctx.device, hidden_layers, cfg.bf16) == "torch"
-                           and native_bf16(ctx.device)),
+        "label_s": round(label_s, 1), "label_backend": backend,
+        "label_bf16": bool(cfg.bf16 and backend == "torch" and native_bf16(ctx.device)),
         "before_training": before, "device": ctx.device,
     })
