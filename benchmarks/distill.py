@@ -32,7 +32,9 @@ RECIPES = {
 # STS-b dev alone (as before) needs no row of its own: A1's trajectory with the best STS-b dev step kept.
 SHORT = ["stages.0.train_sentences=10000", "stages.0.epochs=1",
          "stages.0.eval_steps=50", "stages.0.learning_rate=1e-4", "stages.0.projection_learning_rate=null"]
-ASYMMETRIC = ["stages.0.dev={objective: asymmetric, sts_floor: 1.0, queries: 500, corpus: 2000}"]
+# A1-A4 ran before the default recipe moved to batch 256, bf16 steps and the projection fit: pinned here.
+EARLIER = ["stages.0.batch_size=64", "stages.0.cpu_bf16=false", "stages.0.student.projection_fit_epochs=0"]
+ASYMMETRIC = EARLIER + ["stages.0.dev={objective: asymmetric, sts_floor: 1.0, queries: 500, corpus: 2000}"]
 # Labels from whichever store already holds them (ONNX and PyTorch labels agree to a cosine of 1.000000): PyTorch for
 # the SNLI-only draw, ONNX for the broad draw (the default recipe's run labels it).
 SNLI = ["data.train=snli-sentences", "stages.0.label_backend=torch"]
@@ -41,6 +43,14 @@ MSE = ["stages.0.losses=[{type: mse}]"]
 CROSS = ["stages.0.losses=[{type: mse, weight: 5}, {type: cross_kl, temperature: 0.1}]"]
 BOTH = ["stages.0.losses=[{type: mse, weight: 5}, {type: cross_kl, temperature: 0.1}, "
         "{type: kl, temperature: 0.1, weight: 0.25}]"]
+# The ranking-first objective (the default recipe since 2026-12-02): a little MSE plus cross-space KL at T 0.05 over
+# batches of 256, selection on dev cross nDCG@10; then the projection fitted alone on frozen student embeddings first.
+RANKING = ["data.train=sentence-pool", "stages.0.label_backend=auto", "stages.0.batch_size=256",
+           "stages.0.eval_steps=10", "stages.0.cpu_bf16=true",
+           "stages.0.losses=[{type: mse, weight: 0.2}, {type: cross_kl, temperature: 0.05}]",
+           "stages.0.dev={objective: cross_ndcg, sts_floor: 1.0, queries: 500, corpus: 2000}"]
+NO_FIT = ["stages.0.student.projection_fit_epochs=0"]
+FIT = ["stages.0.student.projection_fit_epochs=30"]
 ABLATIONS = {
     "A1 MSE, selection on the dev objective (asymmetric, STS-b dev floor 1.0)": (
         "mpnet-to-tiny.yaml", SHORT + ASYMMETRIC + SNLI + MSE),
@@ -48,9 +58,15 @@ ABLATIONS = {
     "A3 + in-batch KL (T 0.1)": ("mpnet-to-tiny.yaml", SHORT + ASYMMETRIC + SNLI + BOTH),
     "A4 + broader data: SNLI, STS-b train, Wikipedia": ("mpnet-to-tiny.yaml", SHORT + ASYMMETRIC + BROAD + BOTH),
     "A4, training seed 1": ("mpnet-to-tiny.yaml", SHORT + ASYMMETRIC + BROAD + BOTH + ["stages.0.seed=1"]),
+    "A5 ranking-first: MSE 0.2 + cross-space KL (T 0.05), batch 256, selection on dev cross nDCG@10": (
+        "mpnet-to-tiny.yaml", SHORT + RANKING + NO_FIT),
+    "A6 + projection fitted first on frozen embeddings (30 epochs)": ("mpnet-to-tiny.yaml", SHORT + RANKING + FIT),
+    "A6, training seed 1": ("mpnet-to-tiny.yaml", SHORT + RANKING + FIT + ["stages.0.seed=1"]),
 }
 # Run order: the full candidate (A4) and its noise first, then the baseline and the single changes.
-RUN_ORDER = ["A4 + broader data: SNLI, STS-b train, Wikipedia", "A4, training seed 1",
+RUN_ORDER = ["A6 + projection fitted first on frozen embeddings (30 epochs)", "A6, training seed 1",
+             "A5 ranking-first: MSE 0.2 + cross-space KL (T 0.05), batch 256, selection on dev cross nDCG@10",
+             "A4 + broader data: SNLI, STS-b train, Wikipedia", "A4, training seed 1",
              "A1 MSE, selection on the dev objective (asymmetric, STS-b dev floor 1.0)", "A3 + in-batch KL (T 0.1)",
              "A2 + cross-space KL (T 0.1)"]
 METRICS = ("teacher_cosine_mean", "retrieval_ndcg10_cross", "retrieval_ndcg10", "sts_spearman")
@@ -88,6 +104,7 @@ def run_one(label: str, recipe_file: str, overrides: list[str], runs_dir: Path) 
         "params_m": ev.get("params", 0) / 1e6,
         **{key: ev.get(key) for key in METRICS},
         **{f"{key}_start": before.get(key) for key in METRICS},
+        **{f"{key}_fit": m.get("after_projection_fit", {}).get(key) for key in METRICS},
         "objective_name": m.get("objective_name", "sts_dev"),
         **{f"{key}_{when}": h.get(key) for when, h in (("start", start), ("kept", kept))
            for key in ("objective", "dev_cross_ndcg10", "dev_teacher_cosine", "sts_dev")},
@@ -116,11 +133,12 @@ def _f(value: float | None, digits: int = 2) -> str:
 
 
 def _moved(r: dict, key: str, digits: int) -> str:
-    """``start -> end (+delta)`` of one metric."""
-    a, b = r.get(f"{key}_start"), r.get(key)
+    """``start -> end (+delta)`` of one metric, with the value after the projection fit between them if any."""
+    a, fit, b = r.get(f"{key}_start"), r.get(f"{key}_fit"), r.get(key)
     if a is None or b is None:
         return _f(b, digits)
-    return f"{a:.{digits}f} -> {b:.{digits}f} ({b - a:+.{digits}f})"
+    middle = f"{fit:.{digits}f} (fit) -> " if fit is not None else ""
+    return f"{a:.{digits}f} -> {middle}{b:.{digits}f} ({b - a:+.{digits}f})"
 
 
 def _dev(r: dict, key: str) -> str:
@@ -147,7 +165,8 @@ def to_markdown(rows: list[dict]) -> str:
         "(also the reference of nDCG@10 against the teacher-built index: the teacher's own index).",
         "",
         "Every quality column is `student before training -> kept checkpoint (change)` on the held-out test sets "
-        "(SNLI test sentences for cosine, SNLI-test retrieval, STS-b test). The dev columns are on the dev split "
+        "(SNLI test sentences for cosine, SNLI-test retrieval, STS-b test); `(fit)` is the student after its "
+        "projection alone was fitted on frozen embeddings, before the body trained. The dev columns are on the dev split "
         "(SNLI *training* pairs removed from training; STS-b dev): the declared objective at step 0 and at the kept "
         "step, with paired-bootstrap 95% intervals of the kept step's gain over step 0 on the same 500 dev queries "
         "(cross nDCG@10) and 2,500 dev sentences (cosine).",

@@ -107,11 +107,14 @@ def build_rows(teacher: dict[str, Any], records: list[StageRecord], task: str = 
         if r.type == "profile" and not profile and r.metrics.get("latency_ms_p50") is not None:  # older format
             evaluation.update({k: r.metrics.get(k) for k in ("latency_ms_p50", "latency_ms_p90", "size_mb")})
         passthrough = bool(r.metrics.get("passthrough"))
-        if isinstance(r.metrics.get("before_training"), dict) and r.metrics["before_training"]:
-            # The student as it started (step 0, before any training), so every metric shows what training bought.
-            entries.append((f"{r.type} (step 0)", r.dir.name, f"{artifact}#step0", r.metrics["before_training"],
-                            {"stage_s": None, "model": model}, False))
-            before_training.add(f"{artifact}#step0")
+        # The student as it started (step 0, before any training), and after its projection alone was fitted, so
+        # every metric shows what each part of training bought.
+        for key, when, suffix in (("before_training", "step 0", "step0"), ("after_projection_fit", "projection fit",
+                                                                           "projection-fit")):
+            if isinstance(r.metrics.get(key), dict) and r.metrics[key]:
+                entries.append((f"{r.type} ({when})", r.dir.name, f"{artifact}#{suffix}", r.metrics[key],
+                                {"stage_s": None, "model": model}, False))
+                before_training.add(f"{artifact}#{suffix}")
         entries.append((r.type, r.dir.name, artifact, evaluation,
                         {"stage_s": r.timings.get("stage_s"), "model": model}, passthrough))
     rows = []

@@ -83,6 +83,48 @@ def test_build_student_keeps_layers_and_projects(tmp_path: Path) -> None:
         distill.build_student(cfg.model_copy(update={"projection": "none"}), 32, 32, sentences, labels, "cpu")
 
 
+def test_fit_projection_fits_the_projection_alone(tmp_path: Path) -> None:
+    import torch
+
+    from edgedistill.recipe import DistillStage
+    from edgedistill.tasks.embedding.training import fit_projection
+
+    init = build_st_model(tmp_path / "init", family="bert", hidden=16, layers=2, dropout=0.0)
+    sentences = make_sentences(96)
+    from sentence_transformers import SentenceTransformer
+
+    pooled = SentenceTransformer(str(init), device="cpu").encode(sentences, convert_to_numpy=True)
+    # Targets a linear map of the student's own embeddings cannot reach exactly: there is something to learn.
+    labels = np.tanh(pooled @ np.random.default_rng(0).normal(size=(16, 32)) * 3).astype(np.float32)
+    labels /= np.linalg.norm(labels, axis=1, keepdims=True)
+    cfg = DistillStage(type="distill", student=StudentConfig(init=str(init), projection_sentences=96,
+                                                             projection_fit_epochs=20),
+                       losses=[{"type": "mse", "weight": 0.2}, {"type": "cross_kl", "temperature": 0.1}],
+                       batch_size=32)
+    student, _ = distill.build_student(cfg.student, 32, 32, sentences, labels, "cpu")
+    body_before = {k: v.clone() for k, v in student[0].state_dict().items()}
+    projection_before = student[2].linear.weight.detach().clone()
+    info = fit_projection(student, cfg, sentences, labels, seed=0, device="cpu")
+    assert info["projection_fit_loss_last"] < 0.8 * info["projection_fit_loss_first"]
+    assert not torch.equal(student[2].linear.weight, projection_before)
+    assert all(torch.equal(v, body_before[k]) for k, v in student[0].state_dict().items())  # the body is untouched
+    cosine = (student.encode(sentences, convert_to_numpy=True) * labels).sum(1).mean()
+    assert cosine > (pooled / np.linalg.norm(pooled, axis=1, keepdims=True) @ distill.procrustes_projection(
+        pooled, labels) * labels).sum(1).mean()  # closer to the teacher than the rotation it started from
+
+
+def test_projection_fit_needs_a_projection_and_an_embedding_loss() -> None:
+    from pydantic import ValidationError
+
+    from edgedistill.recipe import DistillStage
+
+    with pytest.raises(ValidationError, match="projection pca has none"):
+        DistillStage(type="distill", student={"init": "x", "projection": "pca", "projection_fit_epochs": 5})
+    with pytest.raises(ValidationError, match="embedding losses"):
+        DistillStage(type="distill", student={"init": "x", "projection_fit_epochs": 5},
+                     losses=[{"type": "mnrl"}], triplets=10)
+
+
 def test_teacher_labels_are_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     teacher = build_st_model(tmp_path / "t", family="mpnet", hidden=16, layers=1)
     sentences = make_sentences(10)

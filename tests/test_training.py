@@ -245,12 +245,19 @@ def test_distill_stage_with_a_dev_retrieval_set_keeps_dev_sentences_out_of_train
     train = tmp_path / "train.txt"  # the training pool holds every SNLI sentence, dev ones included
     train.write_text("\n".join(dict.fromkeys(s for r in rows for s in (r["sentence1"], r["sentence2"]))) + "\n")
     recipe = tiny_recipe(tiny_world, data={"train": str(train), "seed": 0})
-    recipe["stages"] = [{**recipe["stages"][0], "train_sentences": 1000, "eval_steps": 1,
+    stage = recipe["stages"][0]
+    recipe["stages"] = [{**stage, "student": {**stage["student"], "projection_fit_epochs": 3},
+                         "losses": [{"type": "mse", "weight": 0.2}, {"type": "cross_kl"}],
+                         "train_sentences": 1000, "eval_steps": 1,
                          "dev": {"objective": "asymmetric", "sts_floor": 100.0, "queries": 6, "corpus": 20,
                                  "source": str(snli)}}]
     record = run_recipe(load_recipe(write_recipe(tmp_path / "r.yaml", recipe)), tmp_path / "runs")[0]
     m = record.metrics
     assert m["dev_queries"] == 6 and m["dev_corpus"] == 20
+    # The projection was fitted before training, and the student measured before and after that fit.
+    assert m["projection_fit_loss_last"] < m["projection_fit_loss_first"]
+    assert m["history"][0]["step"] == -1 and m["history"][1]["step"] == 0  # measured before and after the fit
+    assert set(m["after_projection_fit"]) == set(m["before_training"]) and m["after_projection_fit"] != m["before_training"]
     from edgedistill.catalog import sentence_key
     from edgedistill.tasks.embedding.distill import build_dev_retrieval
 

@@ -51,8 +51,10 @@ CPU_BF16 = ("bf16 autocast for training (and for the teacher scores a classifier
             "either way).")
 
 
-class StudentConfig(Strict):
+class StudentConfig(KeyStable):
     """How the student is built before training."""
+
+    quiet_defaults: ClassVar[dict[str, Any]] = {"projection_fit_epochs": 0, "projection_fit_learning_rate": 1e-3}
 
     init: str = Field(description="Model to initialise from: local path, catalog name or hub id, or 'teacher' "
                       "(layer reduction of the teacher itself).", json_schema_extra=SOURCE)
@@ -71,6 +73,12 @@ class StudentConfig(Strict):
     ridge_lambda: float = Field(default=1e-2, gt=0)
     projection_sentences: int = Field(default=4000, gt=0, description="Training sentences used to fit the projection "
                                  "(procrustes or ridge).")
+    projection_fit_epochs: int = Field(
+        default=0, ge=0, description="Then fit the projection alone, on the frozen student's pooled embeddings of "
+        "every training sentence (computed once), with the stage's embedding losses (mse, cosine, kl, cross_kl) "
+        "for this many epochs before the whole student trains: seconds of CPU, and where most of the cross-space "
+        "retrieval gain of a CPU run comes from (benchmarks/results/distill.md). 0: no fit.")
+    projection_fit_learning_rate: float = Field(default=1e-3, gt=0, description="Adam learning rate of that fit.")
 
     @field_validator("layers")
     @classmethod
@@ -182,6 +190,15 @@ class DistillStage(KeyStable):
         if self.dev.objective in ("cross_ndcg", "asymmetric") and not self.dev.queries:
             raise ValueError(f"dev.objective {self.dev.objective} needs a dev retrieval set: set dev.queries "
                              "(e.g. 500)")
+        if self.student.projection_fit_epochs:
+            if self.student.projection not in ("procrustes", "ridge", "random"):
+                raise ValueError(f"student.projection_fit_epochs fits a projection into the teacher's space; "
+                                 f"projection {self.student.projection} has none: use procrustes (or ridge), or "
+                                 "set projection_fit_epochs: 0")
+            if not any(loss.type in ("mse", "cosine", "kl", "cross_kl") for loss in self.losses):
+                raise ValueError("student.projection_fit_epochs fits the projection with the embedding losses (mse, "
+                                 "cosine, kl, cross_kl) and losses has none: add one (e.g. {type: cross_kl}) or set "
+                                 "projection_fit_epochs: 0")
         if self.dev.objective != "sts_dev" and self.student.projection == "pca":
             raise ValueError(f"dev.objective {self.dev.objective} compares with the teacher's space, which a pca "
                              "student does not share: use dev.objective sts_dev or another projection")

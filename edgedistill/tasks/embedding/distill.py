@@ -16,7 +16,7 @@ from edgedistill.data import RetrievalSet, draw_training_sentences, load_sts, sa
 from edgedistill.errors import RecipeError
 from edgedistill.precision import native_bf16
 from edgedistill.stages.configs import DistillStage, StudentConfig
-from edgedistill.tasks.embedding.encoders import TorchEncoder
+from edgedistill.tasks.embedding.encoders import TorchEncoder, load_encoder
 from edgedistill.tasks.embedding.labelling import label_backend, teacher_labels
 
 if TYPE_CHECKING:
@@ -261,7 +261,7 @@ def _train(job: TrainJob, processes: int, work: Path) -> dict:
 
 
 def run(cfg: DistillStage, ctx: StageContext) -> StageResult:
-    from edgedistill.tasks.embedding.training import TrainJob
+    from edgedistill.tasks.embedding.training import FITTED, TrainJob
 
     inputs = ctx.inputs
     if inputs.train is None:
@@ -357,8 +357,16 @@ def run(cfg: DistillStage, ctx: StageContext) -> StageResult:
         dev_retrieval=dev_retrieval,
     )
     stats = _train(job, cfg.processes, work)
-    for name in ("init", "sentences.txt", "labels.npy", "hidden.npy", "triplets.npy", "margins.npy", "dev-labels.npy",
-                 "train-job.json"):
+    fitted = {}
+    if (work / FITTED).is_dir():  # the student after its projection fit, before the body trained
+        progress = Progress("evaluating the student after the projection fit", ctx.evaluator.data.sentence_count(),
+                            "sentences")
+        fitted = ctx.evaluator.quality(TrackedEncoder(load_encoder("sentence-transformer", work / FITTED,
+                                                                   device=ctx.device), progress))
+        progress.close()
+        log.info("student after the projection fit: %s", {k: round(v, 4) for k, v in fitted.items()})
+    for name in ("init", FITTED, "sentences.txt", "labels.npy", "hidden.npy", "triplets.npy", "margins.npy",
+                 "dev-labels.npy", "train-job.json"):
         target = work / name
         shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
     shutil.rmtree(checkpoints, ignore_errors=True)
@@ -369,5 +377,5 @@ def run(cfg: DistillStage, ctx: StageContext) -> StageResult:
         "dev_queries": len(dev_set.queries) if dev_set else 0, "dev_corpus": len(dev_set.corpus) if dev_set else 0,
         "label_s": round(label_s, 1), "label_backend": backend,
         "label_bf16": bool(cfg.bf16 and backend == "torch" and native_bf16(ctx.device)),
-        "before_training": before, "device": ctx.device,
+        "before_training": before, **({"after_projection_fit": fitted} if fitted else {}), "device": ctx.device,
     })

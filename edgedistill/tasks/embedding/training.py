@@ -27,6 +27,8 @@ from edgedistill.tasks.embedding.losses import Batch, build_loss
 
 log = logging.getLogger(__name__)
 
+FITTED = "after-fit"  # beside the output folder: the student after its projection fit (the stage evaluates it)
+
 
 @dataclass
 class TrainJob:
@@ -177,6 +179,61 @@ def objective(entry: dict[str, float], name: str) -> float | None:
     return entry["dev_cross_ndcg10"] / 100 + entry["dev_teacher_cosine"]
 
 
+EMBEDDING_LOSSES = ("mse", "cosine", "kl", "cross_kl")
+
+
+def fit_projection(student: Any, cfg: Any, sentences: list[str], labels: np.ndarray,
+                   seed: int, device: str) -> dict:
+    """Fit the student's projection alone on its frozen pooled embeddings with the stage's embedding losses.
+
+    The body's pooled embeddings of every training sentence are computed once, so an epoch costs matrix products
+    rather than transformer passes. The rotation (or ridge map) fitted before aligns the two spaces on average;
+    this fit spends the projection's freedom on what the losses ask for (e.g. ranking the teacher's embeddings,
+    cross_kl), before the body trains.
+    """
+    import torch.nn.functional as F
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Dense
+
+    from edgedistill.errors import RecipeError
+
+    modules = list(student)
+    dense_at = max((i for i, m in enumerate(modules) if isinstance(m, Dense)), default=None)
+    if dense_at is None or cfg.student.projection not in ("procrustes", "ridge", "random"):
+        raise RecipeError("stages.distill.student.projection_fit_epochs: the student has no projection into the "
+                          "teacher's space to fit (its dimension equals the teacher's, or projection is pca/none); "
+                          "set projection_fit_epochs: 0")
+    t0 = time.perf_counter()
+    body = SentenceTransformer(modules=modules[:dense_at], device=device)
+    pooled = body.encode(sentences, batch_size=64, convert_to_tensor=True, normalize_embeddings=False).float()
+    targets = torch.from_numpy(labels).float().to(pooled.device)
+    loss = build_loss([spec for spec in cfg.losses if spec.type in EMBEDDING_LOSSES], 0, 0, 0)
+    dense = modules[dense_at]
+    optimizer = torch.optim.Adam(dense.parameters(), lr=cfg.student.projection_fit_learning_rate)
+    generator = torch.Generator().manual_seed(seed)
+    epochs = cfg.student.projection_fit_epochs
+    history = []
+    for _ in range(epochs):
+        order = torch.randperm(len(pooled), generator=generator).to(pooled.device)
+        total, batches = 0.0, 0
+        for start in range(0, len(order), cfg.batch_size):
+            idx = order[start:start + cfg.batch_size]
+            if len(idx) < 2:  # the relational losses need another sentence in the batch
+                continue
+            projected = dense({"sentence_embedding": pooled[idx]})["sentence_embedding"]
+            value = loss(Batch(embeddings=F.normalize(projected, dim=-1), targets=targets[idx]), 0.0)
+            optimizer.zero_grad()
+            value.backward()
+            optimizer.step()
+            total, batches = total + float(value.detach()), batches + 1
+        history.append(total / max(batches, 1))
+    seconds = time.perf_counter() - t0
+    log.info("projection fitted on frozen embeddings of %d sentences: %d epochs in %.1fs, loss %.5g -> %.5g",
+             len(sentences), epochs, seconds, history[0], history[-1])
+    return {"projection_fit_s": round(seconds, 1), "projection_fit_loss_first": history[0],
+            "projection_fit_loss_last": history[-1]}
+
+
 def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     torch.save(state, tmp)
@@ -301,6 +358,16 @@ def train(job: TrainJob) -> dict[str, Any]:
             if cfg.select_best:
                 best_state = {k: v.detach().cpu().clone() for k, v in student.state_dict().items()}
 
+    fit_stats: dict[str, Any] = {}
+    if state is None and cfg.student.projection_fit_epochs:
+        evaluate(-1)  # the starting checkpoint as built; its STS-b dev is the floor's reference
+        fit_stats = fit_projection(student, cfg, [sentences[i] for i in train_idx], labels[train_idx].numpy(),
+                                   job.seed, device)
+        if world > 1:  # every process fits the same way; rank 0's result is the one all keep
+            for p in module.parameters():
+                torch.distributed.broadcast(p.data, src=0)
+        if rank == 0:
+            student.save(str(Path(job.output_dir).parent / FITTED))
     if step == 0 and cfg.eval_steps:
         evaluate(0)
     module.train()
@@ -351,19 +418,21 @@ def train(job: TrainJob) -> dict[str, Any]:
         progress_bar.close()
     evaluate(step)
     stats: dict[str, Any] = {"train_s": round(time.perf_counter() - t0, 1), "train_steps": step,
-                             "processes": world, "final_loss_terms": dict(loss.last), "history": history}
+                             "processes": world, "final_loss_terms": dict(loss.last), "history": history,
+                             **fit_stats}
     if rank == 0:
         if cfg.select_best and best_state is not None:
             student.load_state_dict(best_state)
             kept = next(h for h in history if h["step"] == best_step)
             stats.update(best_step=best_step, best_objective=best_score, objective_name=cfg.dev.objective,
                          best_sts_dev=kept.get("sts_dev"))
-            if per_item.get(0) and per_item.get(best_step):
+            start = history[0]["step"] if history else 0  # -1: before the projection fit
+            if per_item.get(start) and per_item.get(best_step):
                 from edgedistill.tasks.embedding.evaluate import paired_bootstrap_ci
 
-                # Sampling noise of the dev gain: kept step vs step 0 on the same queries / sentences.
-                stats["dev_gain_ci95"] = {k: paired_bootstrap_ci(per_item[0][k], per_item[best_step][k])
-                                          for k in per_item[0]}
+                # Sampling noise of the dev gain: kept step vs the start on the same queries / sentences.
+                stats["dev_gain_ci95"] = {k: paired_bootstrap_ci(per_item[start][k], per_item[best_step][k])
+                                          for k in per_item[start]}
             log.info("keeping the best checkpoint: step %d (%s %.4f)", best_step, cfg.dev.objective, best_score)
         student.save(job.output_dir)
         Path(job.output_dir, "train_stats.json").write_text(json.dumps(stats, indent=2))
