@@ -62,6 +62,8 @@ ABLATIONS = {
         "mpnet-to-tiny.yaml", SHORT + RANKING + NO_FIT),
     "A6 + projection fitted first on frozen embeddings (30 epochs)": ("mpnet-to-tiny.yaml", SHORT + RANKING + FIT),
     "A6, training seed 1": ("mpnet-to-tiny.yaml", SHORT + RANKING + FIT + ["stages.0.seed=1"]),
+    "A8 A3's losses (batch 64) with the projection fit and cross nDCG@10 selection": (
+        "mpnet-to-tiny.yaml", SHORT + RANKING + FIT + ["stages.0.batch_size=64"] + BOTH),
     "A7 A6 with the body at lr 3e-4": ("mpnet-to-tiny.yaml", SHORT + RANKING + FIT + ["stages.0.learning_rate=3e-4"]),
 }
 # Run order: the full candidate (A4) and its noise first, then the baseline and the single changes.
@@ -69,7 +71,8 @@ RUN_ORDER = ["A6 + projection fitted first on frozen embeddings (30 epochs)", "A
              "A5 ranking-first: MSE 0.2 + cross-space KL (T 0.05), batch 256, selection on dev cross nDCG@10",
              "A4 + broader data: SNLI, STS-b train, Wikipedia", "A4, training seed 1",
              "A1 MSE, selection on the dev objective (asymmetric, STS-b dev floor 1.0)", "A3 + in-batch KL (T 0.1)",
-             "A2 + cross-space KL (T 0.1)", "A7 A6 with the body at lr 3e-4"]
+             "A2 + cross-space KL (T 0.1)", "A7 A6 with the body at lr 3e-4",
+             "A8 A3's losses (batch 64) with the projection fit and cross nDCG@10 selection"]
 METRICS = ("teacher_cosine_mean", "retrieval_ndcg10_cross", "retrieval_ndcg10", "sts_spearman")
 
 
