@@ -81,6 +81,9 @@ def test_build_student_keeps_layers_and_projects(tmp_path: Path) -> None:
         distill.build_student(cfg.model_copy(update={"layers": [0, 5]}), 32, 32, sentences, labels, "cpu")
     with pytest.raises(RecipeError, match="projection"):
         distill.build_student(cfg.model_copy(update={"projection": "none"}), 32, 32, sentences, labels, "cpu")
+    with pytest.raises(RecipeError, match="projection_fit_epochs"):  # same dimension: nothing to fit
+        distill.build_student(cfg.model_copy(update={"projection_fit_epochs": 5}), 32, 16, sentences, labels[:, :16],
+                              "cpu")
 
 
 def test_fit_projection_fits_the_projection_alone(tmp_path: Path) -> None:

@@ -80,6 +80,13 @@ class StudentConfig(KeyStable):
         "retrieval gain of a CPU run comes from (benchmarks/results/distill.md). 0: no fit.")
     projection_fit_learning_rate: float = Field(default=1e-3, gt=0, description="Adam learning rate of that fit.")
 
+    @model_validator(mode="after")
+    def _fit_needs_a_projection(self) -> StudentConfig:
+        if self.projection_fit_epochs and self.projection not in ("procrustes", "ridge", "random"):
+            raise ValueError(f"projection_fit_epochs fits a projection into the teacher's space; projection "
+                             f"{self.projection} has none: use procrustes (or ridge), or set projection_fit_epochs: 0")
+        return self
+
     @field_validator("layers")
     @classmethod
     def _layers_sorted_unique(cls, v: list[int] | None) -> list[int] | None:
@@ -110,6 +117,7 @@ class LossSpec(Strict):
 
 
 PAIR_LOSSES = ("margin_mse", "mnrl")
+EMBEDDING_LOSSES = ("mse", "cosine", "kl", "cross_kl")  # losses on sentence embeddings alone (a projection fit's)
 
 
 class DevConfig(Strict):
@@ -190,13 +198,8 @@ class DistillStage(KeyStable):
         if self.dev.objective in ("cross_ndcg", "asymmetric") and not self.dev.queries:
             raise ValueError(f"dev.objective {self.dev.objective} needs a dev retrieval set: set dev.queries "
                              "(e.g. 500)")
-        if self.student.projection_fit_epochs:
-            if self.student.projection not in ("procrustes", "ridge", "random"):
-                raise ValueError(f"student.projection_fit_epochs fits a projection into the teacher's space; "
-                                 f"projection {self.student.projection} has none: use procrustes (or ridge), or "
-                                 "set projection_fit_epochs: 0")
-            if not any(loss.type in ("mse", "cosine", "kl", "cross_kl") for loss in self.losses):
-                raise ValueError("student.projection_fit_epochs fits the projection with the embedding losses (mse, "
+        if self.student.projection_fit_epochs and not any(loss.type in EMBEDDING_LOSSES for loss in self.losses):
+            raise ValueError("student.projection_fit_epochs fits the projection with the embedding losses (mse, "
                                  "cosine, kl, cross_kl) and losses has none: add one (e.g. {type: cross_kl}) or set "
                                  "projection_fit_epochs: 0")
         if self.dev.objective != "sts_dev" and self.student.projection == "pca":

@@ -89,6 +89,9 @@ def build_student(cfg: StudentConfig, max_seq_length: int, teacher_dim: int, sen
     if dim != teacher_dim and cfg.projection == "none":
         raise RecipeError(f"stages.distill.student.projection: the student gives {dim}-d embeddings and the "
                           f"teacher {teacher_dim}-d; set projection: procrustes, ridge, random or pca")
+    if dim == teacher_dim and cfg.projection_fit_epochs:
+        raise RecipeError(f"stages.distill.student.projection_fit_epochs: the student already gives the teacher's "
+                          f"{dim}-d embeddings, so it has no projection to fit; set projection_fit_epochs: 0")
     if dim != teacher_dim and cfg.projection in ("ridge", "procrustes", "random"):
         dense = Dense(dim, teacher_dim, activation_function=torch.nn.Identity())
         if cfg.projection in ("ridge", "procrustes"):

@@ -179,9 +179,6 @@ def objective(entry: dict[str, float], name: str) -> float | None:
     return entry["dev_cross_ndcg10"] / 100 + entry["dev_teacher_cosine"]
 
 
-EMBEDDING_LOSSES = ("mse", "cosine", "kl", "cross_kl")
-
-
 def fit_projection(student: Any, cfg: Any, sentences: list[str], labels: np.ndarray,
                    seed: int, device: str) -> dict:
     """Fit the student's projection alone on its frozen pooled embeddings with the stage's embedding losses.
@@ -195,14 +192,12 @@ def fit_projection(student: Any, cfg: Any, sentences: list[str], labels: np.ndar
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.modules import Dense
 
-    from edgedistill.errors import RecipeError
+    from edgedistill.stages.configs import EMBEDDING_LOSSES
 
-    modules = list(student)
+    modules = list(student)  # build_student appended the projection: the last Dense, before Normalize
     dense_at = max((i for i, m in enumerate(modules) if isinstance(m, Dense)), default=None)
-    if dense_at is None or cfg.student.projection not in ("procrustes", "ridge", "random"):
-        raise RecipeError("stages.distill.student.projection_fit_epochs: the student has no projection into the "
-                          "teacher's space to fit (its dimension equals the teacher's, or projection is pca/none); "
-                          "set projection_fit_epochs: 0")
+    if dense_at is None:
+        raise ValueError("the student has no projection to fit (build_student refuses projection_fit_epochs then)")
     t0 = time.perf_counter()
     body = SentenceTransformer(modules=modules[:dense_at], device=device)
     pooled = body.encode(sentences, batch_size=64, convert_to_tensor=True, normalize_embeddings=False).float()
