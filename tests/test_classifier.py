@@ -277,10 +277,12 @@ def test_resume_after_a_kill_mid_distill(pair_run: dict[str, Any], tmp_path: Pat
     (reference,) = pair_run["run_dir"].glob("01-distill-*")
     got = json.loads((resumed / "metrics.json").read_text())["evaluation"]
     want = json.loads((reference / "metrics.json").read_text())["evaluation"]
-    # Resumed from the checkpoint and finished; the metrics are close to the uninterrupted run's but, unlike the
-    # embedding task's, not bit-identical yet (observed: KL to teacher 0.375 vs 0.385): a known gap, not hidden.
+    # Resumed from the checkpoint and finished where the uninterrupted run did: the new head is seeded, the batches
+    # and dropout masks replay. Thread counts differ between the two runs (1 vs the default), so float sums may too.
     assert set(got) == set(want)
-    assert abs(got["kl_to_teacher"] - want["kl_to_teacher"]) < 0.1
+    for key, value in want.items():
+        if isinstance(value, float) and not key.startswith("latency"):
+            assert abs(got[key] - value) < 1e-3, (key, got[key], value)
 
 
 def test_single_texts_with_a_layer_cut_student_and_probabilities_in_the_graph(

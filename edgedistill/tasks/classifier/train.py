@@ -26,10 +26,14 @@ def _data(ctx: StageContext, stage: str) -> Any:
     return data
 
 
+def _seed(cfg: Any, ctx: StageContext) -> int:
+    return ctx.inputs.seed if cfg.seed is None else cfg.seed
+
+
 def _settings(cfg: Any, ctx: StageContext, n_examples: int) -> Any:
     from edgedistill.tasks.seqcls.training import TrainSettings
 
-    seed = ctx.inputs.seed if cfg.seed is None else cfg.seed
+    seed = _seed(cfg, ctx)
     return TrainSettings(epochs=cfg.epochs, batch_size=min(cfg.batch_size, max(1, n_examples)),
                          learning_rate=cfg.learning_rate, warmup_ratio=cfg.warmup_ratio,
                          weight_decay=cfg.weight_decay, seed=seed, device=ctx.device, eval_steps=cfg.eval_steps,
@@ -69,6 +73,7 @@ def finetune(cfg: Any, ctx: StageContext) -> StageResult:
     data = _data(ctx, "finetune")
     splits = training_splits(data)
     names = splits.train.label_names
+    torch.manual_seed(_seed(cfg, ctx))  # the new head's initial weights, whatever ran before in this process
     model = build_classifier(ctx.input.path, len(names), labels=names, layers=cfg.layers,
                              max_seq_length=cfg.max_seq_length, device=ctx.device, field="teacher")
     labels = torch.tensor(splits.train.labels)
@@ -117,6 +122,7 @@ def distill(cfg: Any, ctx: StageContext) -> StageResult:
     soft = torch.from_numpy(scored[:len(inputs)])
     dev_teacher = scored[len(inputs):].argmax(1) if dev_inputs else None
     field = f"stages.{ctx.index}.student.init"
+    torch.manual_seed(_seed(cfg, ctx))  # the new head's (and projections') initial weights, whatever ran before
     student = build_classifier(_student_source(cfg, ctx), len(names), labels=names, layers=cfg.student.layers,
                                max_seq_length=cfg.max_seq_length, device=ctx.device, field=field)
     before = dev_accuracy(student, splits.dev)
