@@ -49,6 +49,9 @@ RANKING = ["data.train=sentence-pool", "stages.0.label_backend=auto", "stages.0.
            "stages.0.eval_steps=10", "stages.0.cpu_bf16=true",
            "stages.0.losses=[{type: mse, weight: 0.2}, {type: cross_kl, temperature: 0.05}]",
            "stages.0.dev={objective: cross_ndcg, sts_floor: 1.0, queries: 500, corpus: 2000}"]
+# Each student embedding also ranks 4,096 teacher embeddings of other training sentences (hard negatives from the
+# cached labels, no extra teacher passes): a teacher-built index in miniature.
+BANK = "stages.0.losses=[{type: mse, weight: 0.2}, {type: cross_kl, temperature: 0.05, bank: 4096}]"
 NO_FIT = ["stages.0.student.projection_fit_epochs=0"]
 FIT = ["stages.0.student.projection_fit_epochs=30"]
 ABLATIONS = {
@@ -65,6 +68,8 @@ ABLATIONS = {
     "A8 A3's losses (batch 64) with the projection fit and cross nDCG@10 selection": (
         "mpnet-to-tiny.yaml", SHORT + RANKING + FIT + ["stages.0.batch_size=64"] + BOTH),
     "A7 A6 with the body at lr 3e-4": ("mpnet-to-tiny.yaml", SHORT + RANKING + FIT + ["stages.0.learning_rate=3e-4"]),
+    "A9 A6 with cross_kl also ranking a bank of 4,096 teacher embeddings (fit and body)": (
+        "mpnet-to-tiny.yaml", SHORT + RANKING + FIT + [BANK]),
 }
 # Run order: the full candidate (A4) and its noise first, then the baseline and the single changes.
 RUN_ORDER = ["A6 + projection fitted first on frozen embeddings (30 epochs)", "A6, training seed 1",
@@ -72,7 +77,8 @@ RUN_ORDER = ["A6 + projection fitted first on frozen embeddings (30 epochs)", "A
              "A4 + broader data: SNLI, STS-b train, Wikipedia", "A4, training seed 1",
              "A1 MSE, selection on the dev objective (asymmetric, STS-b dev floor 1.0)", "A3 + in-batch KL (T 0.1)",
              "A2 + cross-space KL (T 0.1)", "A7 A6 with the body at lr 3e-4",
-             "A8 A3's losses (batch 64) with the projection fit and cross nDCG@10 selection"]
+             "A8 A3's losses (batch 64) with the projection fit and cross nDCG@10 selection",
+             "A9 A6 with cross_kl also ranking a bank of 4,096 teacher embeddings (fit and body)"]
 METRICS = ("teacher_cosine_mean", "retrieval_ndcg10_cross", "retrieval_ndcg10", "sts_spearman")
 
 

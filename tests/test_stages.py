@@ -86,7 +86,8 @@ def test_build_student_keeps_layers_and_projects(tmp_path: Path) -> None:
                               "cpu")
 
 
-def test_fit_projection_fits_the_projection_alone(tmp_path: Path) -> None:
+@pytest.mark.parametrize("bank", [0, 48], ids=["in-batch", "bank"])
+def test_fit_projection_fits_the_projection_alone(tmp_path: Path, bank: int) -> None:
     import torch
 
     from edgedistill.recipe import DistillStage
@@ -102,7 +103,7 @@ def test_fit_projection_fits_the_projection_alone(tmp_path: Path) -> None:
     labels /= np.linalg.norm(labels, axis=1, keepdims=True)
     cfg = DistillStage(type="distill", student=StudentConfig(init=str(init), projection_sentences=96,
                                                              projection_fit_epochs=20),
-                       losses=[{"type": "mse", "weight": 0.2}, {"type": "cross_kl", "temperature": 0.1}],
+                       losses=[{"type": "mse", "weight": 0.2}, {"type": "cross_kl", "temperature": 0.1, "bank": bank}],
                        batch_size=32)
     student, _ = distill.build_student(cfg.student, 32, 32, sentences, labels, "cpu")
     body_before = {k: v.clone() for k, v in student[0].state_dict().items()}

@@ -59,7 +59,8 @@ def _job(tmp_path: Path, world: dict, *, losses=None, dev=False, dev_retrieval=F
     [LossSpec(type="cosine"), LossSpec(type="kl", temperature=0.1, temperature_end=0.05, weight=0.5)],
     [LossSpec(type="mse"), LossSpec(type="hidden", layer_map={0: 0, 2: 1})],
     [LossSpec(type="mse"), LossSpec(type="margin_mse"), LossSpec(type="mnrl", weight=0.1)],
-], ids=["mse", "cosine+kl", "hidden", "pairs"])
+    [LossSpec(type="mse", weight=0.2), LossSpec(type="cross_kl", bank=24)],
+], ids=["mse", "cosine+kl", "hidden", "pairs", "cross_kl+bank"])
 def test_each_loss_trains(tmp_path: Path, tiny_world: dict, losses: list) -> None:
     triplets = 10 if any(spec.type in ("margin_mse", "mnrl") for spec in losses) else 0
     job = _job(tmp_path, tiny_world, losses=losses, epochs=3, triplets=triplets)

@@ -98,14 +98,19 @@ class StudentConfig(KeyStable):
         return v
 
 
-class LossSpec(Strict):
+class LossSpec(KeyStable):
     """One term of the training loss."""
+
+    quiet_defaults: ClassVar[dict[str, Any]] = {"bank": 0}
 
     type: Literal["mse", "cosine", "kl", "cross_kl", "margin_mse", "mnrl", "hidden", "attention"]
     weight: float = Field(default=1.0, gt=0)
     temperature: float = Field(default=0.05, gt=0, description="kl, cross_kl: softmax temperature (at the start).")
     temperature_end: float | None = Field(default=None, gt=0, description="kl, cross_kl: temperature at the end.")
     scale: float = Field(default=20.0, gt=0, description="mnrl: similarity scale.")
+    bank: int = Field(default=0, ge=0, description="cross_kl: also rank this many teacher embeddings of other "
+                      "training sentences, drawn afresh each step from the cached labels (a teacher-built index "
+                      "in miniature, with its hard negatives; no extra teacher passes). 0: the batch's own.")
     layer_map: dict[int, int] = Field(default_factory=dict,
                                       description="hidden/attention: student layer -> teacher layer (0-based).")
 
@@ -113,6 +118,8 @@ class LossSpec(Strict):
     def _layer_map_needed(self) -> LossSpec:
         if self.type in ("hidden", "attention") and not self.layer_map:
             raise ValueError(f"loss '{self.type}' needs layer_map, e.g. {{0: 3, 2: 11}} (student -> teacher layer)")
+        if self.bank and self.type != "cross_kl":
+            raise ValueError(f"bank: only cross_kl ranks a bank of teacher embeddings, not '{self.type}'; remove bank")
         return self
 
 

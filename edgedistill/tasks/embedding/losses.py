@@ -28,6 +28,7 @@ class Batch:
     teacher_attentions: tuple[torch.Tensor, ...] | None = None
     triplet_embeddings: torch.Tensor | None = None  # student [T, 3, D] (anchor, positive, negative)
     triplet_targets: torch.Tensor | None = None  # teacher [T, 3, D]
+    bank: torch.Tensor | None = None  # teacher embeddings of other training sentences [N, D] (cross_kl's bank)
     triplet_margins: torch.Tensor | None = None  # a cross-encoder's margins [T] (margin_teacher), rescaled
 
 
@@ -82,14 +83,16 @@ class CrossKL(InBatchKL):
 
     This is the situation of on-device queries against a teacher-built index; the target's diagonal
     (t_i . t_i = 1) makes the student's own teacher embedding the expected top hit, with soft weight left for
-    near neighbours. The temperature moves linearly from ``temperature`` to ``temperature_end``.
+    near neighbours. The temperature moves linearly from ``temperature`` to ``temperature_end``. With a ``bank``
+    (teacher embeddings of other training sentences) the index is the batch's plus the bank's.
     """
 
     def forward(self, b: Batch, progress: float) -> torch.Tensor:
         t = self.temperature(progress)
         targets = b.targets.to(b.embeddings.dtype)
-        student = F.log_softmax(b.embeddings @ targets.T / t, dim=-1)
-        teacher = F.softmax(targets @ targets.T / t, dim=-1)
+        index = targets if b.bank is None else torch.cat([targets, b.bank.to(targets.dtype)])
+        student = F.log_softmax(b.embeddings @ index.T / t, dim=-1)
+        teacher = F.softmax(targets @ index.T / t, dim=-1)
         return F.kl_div(student, teacher, reduction="batchmean") * t * t
 
 

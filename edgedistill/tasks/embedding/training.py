@@ -92,13 +92,13 @@ class StudentForward(torch.nn.Module):
 
     def forward(self, texts: list[str], targets: torch.Tensor, progress: float, teacher_hidden: Any = None,
                 teacher: Any = None, triplets: list[str] | None = None,
-                triplet_targets: torch.Tensor | None = None, triplet_margins: torch.Tensor | None = None
-                ) -> torch.Tensor:
+                triplet_targets: torch.Tensor | None = None, triplet_margins: torch.Tensor | None = None,
+                bank: torch.Tensor | None = None) -> torch.Tensor:
         needs = self.loss.needs
         internals = bool({"hidden", "attentions"} & needs)
         emb, hidden, attentions, input_ids = self.encode(texts, internals)
         batch = Batch(embeddings=emb, targets=targets, student_hidden=hidden, teacher_hidden=teacher_hidden,
-                      student_attentions=attentions)
+                      student_attentions=attentions, bank=bank)
         if "attentions" in needs:
             with torch.no_grad():
                 mask = (input_ids != self.student[0].tokenizer.pad_token_id).long()
@@ -179,6 +179,18 @@ def objective(entry: dict[str, float], name: str) -> float | None:
     return entry["dev_cross_ndcg10"] / 100 + entry["dev_teacher_cosine"]
 
 
+def bank_size(cfg: Any) -> int:
+    """How many extra teacher embeddings cross_kl ranks each step (0: the batch's own only)."""
+    return max((spec.bank for spec in cfg.losses), default=0)
+
+
+def draw_bank(labels: torch.Tensor, rows: np.ndarray, size: int, seed: int, step: int) -> torch.Tensor:
+    """``size`` teacher embeddings of training sentences (``rows``), the same for a step whatever ran before it
+    (a resumed run and every DDP process draw alike)."""
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + step)
+    return labels[rows[torch.randint(len(rows), (size,), generator=generator).numpy()]]
+
+
 def fit_projection(student: Any, cfg: Any, sentences: list[str], labels: np.ndarray,
                    seed: int, device: str) -> dict:
     """Fit the student's projection alone on its frozen pooled embeddings with the stage's embedding losses.
@@ -207,8 +219,8 @@ def fit_projection(student: Any, cfg: Any, sentences: list[str], labels: np.ndar
     optimizer = torch.optim.Adam(dense.parameters(), lr=cfg.student.projection_fit_learning_rate)
     generator = torch.Generator().manual_seed(seed)
     epochs = cfg.student.projection_fit_epochs
-    history = []
-    for _ in range(epochs):
+    history, bank, all_rows = [], bank_size(cfg), np.arange(len(targets))
+    for epoch in range(epochs):
         order = torch.randperm(len(pooled), generator=generator).to(pooled.device)
         total, batches = 0.0, 0
         for start in range(0, len(order), cfg.batch_size):
@@ -216,7 +228,8 @@ def fit_projection(student: Any, cfg: Any, sentences: list[str], labels: np.ndar
             if len(idx) < 2:  # the relational losses need another sentence in the batch
                 continue
             projected = dense({"sentence_embedding": pooled[idx]})["sentence_embedding"]
-            value = loss(Batch(embeddings=F.normalize(projected, dim=-1), targets=targets[idx]), 0.0)
+            extra = draw_bank(targets, all_rows, bank, seed, epoch * len(order) + start) if bank else None
+            value = loss(Batch(embeddings=F.normalize(projected, dim=-1), targets=targets[idx], bank=extra), 0.0)
             optimizer.zero_grad()
             value.backward()
             optimizer.step()
@@ -323,6 +336,7 @@ def train(job: TrainJob) -> dict[str, Any]:
             torch.set_rng_state(state["rng"])
         log.info("resuming training from step %d/%d (%s)", step, total_steps, ckpt_path)
 
+    bank = bank_size(cfg)
     dev_teacher = np.load(job.dev_retrieval["labels_file"]) if job.dev_retrieval else None
     per_item: dict[int, dict[str, np.ndarray]] = {}  # step -> per-query / per-sentence dev values (this process)
 
@@ -384,6 +398,8 @@ def train(job: TrainJob) -> dict[str, Any]:
             if len(idx) == 0:
                 continue
             kwargs: dict[str, Any] = {"teacher": teacher}
+            if bank:
+                kwargs["bank"] = draw_bank(labels, train_idx, bank, job.seed, step).to(device)
             if hidden_targets is not None:
                 kwargs["teacher_hidden"] = hidden_targets[idx].to(device)
             if triplets is not None:
