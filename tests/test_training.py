@@ -71,6 +71,24 @@ def test_each_loss_trains(tmp_path: Path, tiny_world: dict, losses: list) -> Non
     assert (Path(job.output_dir) / "modules.json").is_file()
 
 
+@pytest.mark.parametrize("dropout", [None, 0.0], ids=["checkpoint's", "off"])
+def test_student_dropout_setting_reaches_every_dropout_layer(tmp_path: Path, tiny_world: dict, dropout: float | None,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[float] = []
+    real_forward = torch.nn.Dropout.forward
+
+    def recording(self: torch.nn.Dropout, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            seen.append(self.p)
+        return real_forward(self, x)
+
+    monkeypatch.setattr(torch.nn.Dropout, "forward", recording)
+    student = StudentConfig(init=str(tiny_world["student"]), projection_sentences=64, dropout=dropout)
+    train(_job(tmp_path, tiny_world, student=student))
+    assert seen, "no dropout layer ran while training"
+    assert (set(seen) == {0.0}) if dropout == 0.0 else any(p > 0 for p in seen)
+
+
 def test_mse_decreases(tmp_path: Path, tiny_world: dict) -> None:
     from sentence_transformers import SentenceTransformer
 

@@ -54,7 +54,8 @@ CPU_BF16 = ("bf16 autocast for training (and for the teacher scores a classifier
 class StudentConfig(KeyStable):
     """How the student is built before training."""
 
-    quiet_defaults: ClassVar[dict[str, Any]] = {"projection_fit_epochs": 0, "projection_fit_learning_rate": 1e-3}
+    quiet_defaults: ClassVar[dict[str, Any]] = {"projection_fit_epochs": 0, "projection_fit_learning_rate": 1e-3,
+                                                "dropout": None}
 
     init: str = Field(description="Model to initialise from: local path, catalog name or hub id, or 'teacher' "
                       "(layer reduction of the teacher itself).", json_schema_extra=SOURCE)
@@ -79,6 +80,10 @@ class StudentConfig(KeyStable):
         "for this many epochs before the whole student trains: seconds of CPU, and where most of the cross-space "
         "retrieval gain of a CPU run comes from (benchmarks/results/distill.md). 0: no fit.")
     projection_fit_learning_rate: float = Field(default=1e-3, gt=0, description="Adam learning rate of that fit.")
+    dropout: float | None = Field(
+        default=None, ge=0, lt=1, description="Dropout probability of every dropout layer while the student trains "
+        "(0: none, so training sees the features evaluation and the fitted projection see); null keeps the "
+        "checkpoint's own.")
 
     @model_validator(mode="after")
     def _fit_needs_a_projection(self) -> StudentConfig:

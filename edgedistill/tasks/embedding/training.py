@@ -297,6 +297,10 @@ def train(job: TrainJob) -> dict[str, Any]:
         teacher_st = load_sentence_transformer(job.teacher_dir, device)
         teacher = teacher_st[0].auto_model.eval()
         teacher.set_attn_implementation("eager")
+    if cfg.student.dropout is not None:
+        for layer in student.modules():
+            if isinstance(layer, torch.nn.Dropout):
+                layer.p = cfg.student.dropout
     student_hidden = student[0].auto_model.config.hidden_size
     teacher_hidden = hidden_targets.shape[-1] if hidden_targets is not None else student_hidden
     loss = build_loss(cfg.losses, labels.shape[1], student_hidden, teacher_hidden).to(device)
