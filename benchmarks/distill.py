@@ -82,6 +82,10 @@ ABLATIONS = {
             BANK.replace("weight: 0.2", "weight: 1.0").replace("]", ", {type: kl, temperature: 0.1, weight: 0.25}]"),
             "stages.0.batch_size=64", "stages.0.eval_steps=25", "stages.0.student.dropout=0.0"]),
 }
+ABLATIONS["A12, training seed 1"] = (ABLATIONS["A12 A11 + in-batch KL (T 0.1) x0.25",
+             "A12, training seed 1"][0],
+                                     ABLATIONS["A12 A11 + in-batch KL (T 0.1) x0.25",
+             "A12, training seed 1"][1] + ["stages.0.seed=1"])
 # Run order: the full candidate (A4) and its noise first, then the baseline and the single changes.
 RUN_ORDER = ["A6 + projection fitted first on frozen embeddings (30 epochs)", "A6, training seed 1",
              "A5 ranking-first: MSE 0.2 + cross-space KL (T 0.05), batch 256, selection on dev cross nDCG@10",
@@ -91,7 +95,8 @@ RUN_ORDER = ["A6 + projection fitted first on frozen embeddings (30 epochs)", "A
              "A8 A3's losses (batch 64) with the projection fit and cross nDCG@10 selection",
              "A9 A6 with cross_kl also ranking a bank of 4,096 teacher embeddings (fit and body)",
              "A10 A9 with MSE weight 1 and batch 64 (the bank, not the batch, gives cross_kl its negatives)",
-             "A11 A10 with the student's dropout off while it trains", "A12 A11 + in-batch KL (T 0.1) x0.25"]
+             "A11 A10 with the student's dropout off while it trains", "A12 A11 + in-batch KL (T 0.1) x0.25",
+             "A12, training seed 1"]
 METRICS = ("teacher_cosine_mean", "retrieval_ndcg10_cross", "retrieval_ndcg10", "sts_spearman")
 
 
