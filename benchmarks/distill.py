@@ -82,10 +82,8 @@ ABLATIONS = {
             BANK.replace("weight: 0.2", "weight: 1.0").replace("]", ", {type: kl, temperature: 0.1, weight: 0.25}]"),
             "stages.0.batch_size=64", "stages.0.eval_steps=25", "stages.0.student.dropout=0.0"]),
 }
-ABLATIONS["A12, training seed 1"] = (ABLATIONS["A12 A11 + in-batch KL (T 0.1) x0.25",
-             "A12, training seed 1"][0],
-                                     ABLATIONS["A12 A11 + in-batch KL (T 0.1) x0.25",
-             "A12, training seed 1"][1] + ["stages.0.seed=1"])
+A12 = "A12 A11 + in-batch KL (T 0.1) x0.25"
+ABLATIONS["A12, training seed 1"] = (ABLATIONS[A12][0], ABLATIONS[A12][1] + ["stages.0.seed=1"])
 # Run order: the full candidate (A4) and its noise first, then the baseline and the single changes.
 RUN_ORDER = ["A6 + projection fitted first on frozen embeddings (30 epochs)", "A6, training seed 1",
              "A5 ranking-first: MSE 0.2 + cross-space KL (T 0.05), batch 256, selection on dev cross nDCG@10",

@@ -28,8 +28,8 @@ class Batch:
     teacher_attentions: tuple[torch.Tensor, ...] | None = None
     triplet_embeddings: torch.Tensor | None = None  # student [T, 3, D] (anchor, positive, negative)
     triplet_targets: torch.Tensor | None = None  # teacher [T, 3, D]
-    bank: torch.Tensor | None = None  # teacher embeddings of other training sentences [N, D] (cross_kl's bank)
     triplet_margins: torch.Tensor | None = None  # a cross-encoder's margins [T] (margin_teacher), rescaled
+    bank: torch.Tensor | None = None  # teacher embeddings of other training sentences [N, D] (cross_kl's bank)
 
 
 class MSE(torch.nn.Module):

@@ -186,7 +186,8 @@ def bank_size(cfg: Any) -> int:
 
 def draw_bank(labels: torch.Tensor, rows: np.ndarray, size: int, seed: int, step: int) -> torch.Tensor:
     """``size`` teacher embeddings of training sentences (``rows``), the same for a step whatever ran before it
-    (a resumed run and every DDP process draw alike)."""
+    (a resumed run and every DDP process draw alike). A draw may repeat a batch sentence: the duplicate enters the
+    student's and the teacher's distributions alike."""
     generator = torch.Generator().manual_seed(seed * 1_000_003 + step)
     return labels[rows[torch.randint(len(rows), (size,), generator=generator).numpy()]]
 
