@@ -52,6 +52,12 @@ RANKING = ["data.train=sentence-pool", "stages.0.label_backend=auto", "stages.0.
 # Each student embedding also ranks 4,096 teacher embeddings of other training sentences (hard negatives from the
 # cached labels, no extra teacher passes): a teacher-built index in miniature.
 BANK = "stages.0.losses=[{type: mse, weight: 0.2}, {type: cross_kl, temperature: 0.05, bank: 4096}]"
+# A10 on: MSE weight 1 with the bank, batches of 64 (the bank, not the batch, gives cross_kl its negatives).
+BANK_64 = ["stages.0.losses=[{type: mse, weight: 1.0}, {type: cross_kl, temperature: 0.05, bank: 4096}]",
+           "stages.0.batch_size=64", "stages.0.eval_steps=25"]
+KL_BANK_64 = ["stages.0.losses=[{type: mse, weight: 1.0}, {type: cross_kl, temperature: 0.05, bank: 4096}, "
+              "{type: kl, temperature: 0.1, weight: 0.25}]", "stages.0.batch_size=64", "stages.0.eval_steps=25"]
+DROPOUT_OFF = ["stages.0.student.dropout=0.0"]
 NO_FIT = ["stages.0.student.projection_fit_epochs=0"]
 FIT = ["stages.0.student.projection_fit_epochs=30"]
 ABLATIONS = {
@@ -71,16 +77,10 @@ ABLATIONS = {
     "A9 A6 with cross_kl also ranking a bank of 4,096 teacher embeddings (fit and body)": (
         "mpnet-to-tiny.yaml", SHORT + RANKING + FIT + [BANK]),
     "A10 A9 with MSE weight 1 and batch 64 (the bank, not the batch, gives cross_kl its negatives)": (
-        "mpnet-to-tiny.yaml", SHORT + RANKING + FIT + [BANK.replace("weight: 0.2", "weight: 1.0"),
-                                                       "stages.0.batch_size=64", "stages.0.eval_steps=25"]),
+        "mpnet-to-tiny.yaml", SHORT + RANKING + FIT + BANK_64),
     "A11 A10 with the student's dropout off while it trains": (
-        "mpnet-to-tiny.yaml", SHORT + RANKING + FIT + [BANK.replace("weight: 0.2", "weight: 1.0"),
-                                                       "stages.0.batch_size=64", "stages.0.eval_steps=25",
-                                                       "stages.0.student.dropout=0.0"]),
-    "A12 A11 + in-batch KL (T 0.1) x0.25": (
-        "mpnet-to-tiny.yaml", SHORT + RANKING + FIT + [
-            BANK.replace("weight: 0.2", "weight: 1.0").replace("]", ", {type: kl, temperature: 0.1, weight: 0.25}]"),
-            "stages.0.batch_size=64", "stages.0.eval_steps=25", "stages.0.student.dropout=0.0"]),
+        "mpnet-to-tiny.yaml", SHORT + RANKING + FIT + BANK_64 + DROPOUT_OFF),
+    "A12 A11 + in-batch KL (T 0.1) x0.25": ("mpnet-to-tiny.yaml", SHORT + RANKING + FIT + KL_BANK_64 + DROPOUT_OFF),
 }
 A12 = "A12 A11 + in-batch KL (T 0.1) x0.25"
 ABLATIONS["A12, training seed 1"] = (ABLATIONS[A12][0], ABLATIONS[A12][1] + ["stages.0.seed=1"])
